@@ -1,0 +1,36 @@
+"""Only what pyproject.toml cannot say: the C++ extension and the kernels/ package mapping.
+
+Set COPYNCE_NO_EXT=1 to skip building ``copynce_fast._C``; ``copynce_fast._cpp`` then falls back to
+pure Python with identical signatures.
+"""
+import os
+
+from setuptools import setup
+
+packages = [
+    "copynce_fast",
+    "copynce_fast.ops",
+    "copynce_fast.pixtrace",
+    "copynce_fast.data",
+    "copynce_fast.models",
+    "copynce_fast.eval",
+    "copynce_fast.train",
+    "copynce_fast.utils",
+    "copynce_fast.kernels",
+]
+package_dir = {"copynce_fast": "copynce_fast", "copynce_fast.kernels": "kernels"}
+
+ext_modules = []
+if os.environ.get("COPYNCE_NO_EXT", "0") != "1":
+    from pybind11.setup_helpers import Pybind11Extension
+
+    ext_modules.append(
+        Pybind11Extension(
+            "copynce_fast._C",
+            sorted(os.path.join("csrc", f) for f in os.listdir("csrc") if f.endswith(".cpp")),
+            cxx_std=17,
+            extra_compile_args=["-O3"],
+        )
+    )
+
+setup(packages=packages, package_dir=package_dir, ext_modules=ext_modules)
