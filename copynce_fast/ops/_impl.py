@@ -1,0 +1,43 @@
+"""THE dispatch rule: which implementation of an op runs. Nothing else decides."""
+from __future__ import annotations
+
+import functools
+import logging
+import os
+
+import torch
+
+_log = logging.getLogger("copynce_fast")
+IMPLS = ("torch", "triton")
+
+
+@functools.lru_cache(maxsize=None)
+def triton_available() -> bool:
+    try:
+        import triton  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def triton_interpreted() -> bool:
+    return os.environ.get("TRITON_INTERPRET", "0") == "1"
+
+
+def resolve_impl(impl: str | None, *tensors: torch.Tensor) -> str:
+    """Resolve ``impl`` (None/"auto"/"torch"/"triton") to "torch" or "triton".
+
+    ``None`` reads the debugging override ``COPYNCE_IMPL`` (default "auto"). "auto" picks Triton when it is
+    installed and the tensors are on CUDA (or ``TRITON_INTERPRET=1`` is set, for CPU tests), else torch.
+    Asking for "triton" without Triton installed is an error; "auto" falls back silently.
+    """
+    impl = impl or os.environ.get("COPYNCE_IMPL", "auto")
+    if impl == "auto":
+        on_cuda = any(t.is_cuda for t in tensors if isinstance(t, torch.Tensor))
+        usable = triton_available() and (on_cuda or triton_interpreted())
+        return "triton" if usable else "torch"
+    if impl not in IMPLS:
+        raise ValueError(f"impl: must be None, 'auto', 'torch' or 'triton', got {impl!r}")
+    if impl == "triton" and not triton_available():
+        raise ImportError("impl='triton' requested but triton is not installed: pip install 'copynce-fast[triton]'")
+    return impl

@@ -1,0 +1,146 @@
+"""Batched trace paths as small tensors, and the torch reference that maps every pixel along them.
+
+``PackedPaths`` is what crosses the data loader and what the Triton overlap kernel reads: per pair a few
+3x3 matrices and canvas sizes (hundreds of bytes), plus optional occluder masks. Nothing image-sized.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from copynce_fast.pixtrace.view import SNAP, View, trace_path
+
+__all__ = ["PackedPaths", "pack_paths", "pack_pairs", "map_pixels", "correspondence_map"]
+
+
+@dataclass
+class PackedPaths:
+    """A batch of trace paths (src view -> original -> dst view) with a common src and dst size.
+
+    Attributes:
+        matrices: [B, T, 3, 3] float32 (or float64) homographies, one per step.
+        canvases: [B, T, 2] int32 (H, W) each step's point must land in.
+        src_hw, dst_hw: (H, W) of the source and destination views, the same for the whole batch.
+        src_occluder: optional [B, Hs, Ws] bool, True = source pixel shows no original content.
+        dst_occluder: optional [B, Hd, Wd] bool, same for the destination.
+    """
+
+    matrices: torch.Tensor
+    canvases: torch.Tensor
+    src_hw: tuple[int, int]
+    dst_hw: tuple[int, int]
+    src_occluder: torch.Tensor | None = None
+    dst_occluder: torch.Tensor | None = None
+
+    def __post_init__(self):
+        m, c = self.matrices, self.canvases
+        if m.dim() != 4 or m.shape[-2:] != (3, 3) or not m.is_floating_point():
+            raise ValueError(f"matrices: expected a float tensor [B, T, 3, 3], got {tuple(m.shape)} {m.dtype}")
+        if c.shape != m.shape[:2] + (2,):
+            raise ValueError(f"canvases: expected shape {tuple(m.shape[:2]) + (2,)}, got {tuple(c.shape)}")
+        for name, occ, hw in (("src_occluder", self.src_occluder, self.src_hw),
+                              ("dst_occluder", self.dst_occluder, self.dst_hw)):
+            if occ is not None and (occ.dtype != torch.bool or tuple(occ.shape) != (m.shape[0], *hw)):
+                raise ValueError(f"{name}: expected bool [{m.shape[0]}, {hw[0]}, {hw[1]}], got "
+                                 f"{tuple(occ.shape)} {occ.dtype}")
+
+    @property
+    def batch_size(self) -> int:
+        return self.matrices.shape[0]
+
+    def to(self, device=None, dtype=None) -> "PackedPaths":
+        """Move to ``device``; ``dtype`` changes the float dtype of the matrices."""
+        occ = lambda t: None if t is None else t.to(device)  # noqa: E731
+        return PackedPaths(self.matrices.to(device=device, dtype=dtype or self.matrices.dtype),
+                           self.canvases.to(device), self.src_hw, self.dst_hw,
+                           occ(self.src_occluder), occ(self.dst_occluder))
+
+
+
+def pack_paths(src_views: Sequence[View], dst_views: Sequence[View], dtype=torch.float32) -> PackedPaths:
+    """Pack the paths src[b] -> dst[b] of a batch of view pairs (views of the same original per b)."""
+    if len(src_views) != len(dst_views) or not src_views:
+        raise ValueError(f"dst_views: expected {len(src_views)} views to pair with src_views, got {len(dst_views)}")
+    paths = [trace_path(s, d) for s, d in zip(src_views, dst_views)]
+    src_hw, dst_hw = paths[0].src_hw, paths[0].dst_hw
+    for b, p in enumerate(paths):
+        if p.src_hw != src_hw or p.dst_hw != dst_hw:
+            raise ValueError(f"src_views/dst_views: pair {b} has sizes {p.src_hw}->{p.dst_hw}, "
+                             f"expected {src_hw}->{dst_hw} like pair 0")
+    steps = max(len(p.matrices) for p in paths)
+    paths = [p.padded(steps) for p in paths]
+
+    def occluders(views, hw):
+        if all(v.occluder is None for v in views):
+            return None
+        return torch.from_numpy(np.stack([v.occluder if v.occluder is not None else np.zeros(hw, bool)
+                                          for v in views]))
+
+    return PackedPaths(
+        torch.from_numpy(np.stack([p.matrices for p in paths])).to(dtype),
+        torch.from_numpy(np.stack([p.canvases for p in paths]).astype(np.int32)),
+        src_hw, dst_hw, occluders(src_views, src_hw), occluders(dst_views, dst_hw))
+
+
+def pack_pairs(query_views: Sequence[View], reference_views: Sequence[View],
+               dtype=torch.float32) -> tuple[PackedPaths, PackedPaths]:
+    """Both directions of a batch of pairs: (query -> reference, reference -> query)."""
+    return pack_paths(query_views, reference_views, dtype), pack_paths(reference_views, query_views, dtype)
+
+
+def _snap_floor(v: torch.Tensor) -> torch.Tensor:
+    """Pixel index of a coordinate after snapping to 1/SNAP px (see DEVELOPING.md)."""
+    return torch.div(torch.round(v * SNAP), SNAP, rounding_mode="floor")
+
+
+def map_pixels(paths: PackedPaths) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Map the centre of every source pixel along its path (torch reference; any device).
+
+    The arithmetic order (``(m0*x + m1*y) + m2`` for each row, then one division) is the contract the Triton
+    kernel reproduces.
+
+    Returns:
+        (row [B, Hs, Ws] int64, col [B, Hs, Ws] int64, valid [B, Hs, Ws] bool): the destination pixel of each
+        source pixel; row/col are -1 where invalid.
+    """
+    m, canv = paths.matrices, paths.canvases
+    B, T = m.shape[:2]
+    hs, ws = paths.src_hw
+    dt, dev = m.dtype, m.device
+    y = (torch.arange(hs, device=dev, dtype=dt) + 0.5).view(1, hs, 1).expand(B, hs, ws)
+    x = (torch.arange(ws, device=dev, dtype=dt) + 0.5).view(1, 1, ws).expand(B, hs, ws)
+    valid = torch.ones(B, hs, ws, dtype=torch.bool, device=dev)
+    if paths.src_occluder is not None:
+        valid &= ~paths.src_occluder.to(dev)
+    for t in range(T):
+        a = m[:, t].reshape(B, 9, 1, 1)
+        nx = (a[:, 0] * x + a[:, 1] * y) + a[:, 2]
+        ny = (a[:, 3] * x + a[:, 4] * y) + a[:, 5]
+        nd = (a[:, 6] * x + a[:, 7] * y) + a[:, 8]
+        ok = nd > 0  # points behind a perspective horizon have no image
+        nd = torch.where(ok, nd, torch.ones_like(nd))
+        x, y = nx / nd, ny / nd
+        h = canv[:, t, 0].view(B, 1, 1).to(dt)
+        w = canv[:, t, 1].view(B, 1, 1).to(dt)
+        sx, sy = torch.round(x * SNAP), torch.round(y * SNAP)
+        valid &= ok & (sx >= 0) & (sx < w * SNAP) & (sy >= 0) & (sy < h * SNAP)
+    col = torch.where(valid, _snap_floor(x), -1).long()
+    row = torch.where(valid, _snap_floor(y), -1).long()
+    hd, wd = paths.dst_hw
+    inside = valid & (row >= 0) & (row < hd) & (col >= 0) & (col < wd)  # the last canvas is dst_hw
+    if paths.dst_occluder is not None:
+        occ = paths.dst_occluder.to(dev).reshape(B, -1)
+        flat = (row.clamp(0, hd - 1) * wd + col.clamp(0, wd - 1)).reshape(B, -1)
+        inside &= ~torch.gather(occ, 1, flat).reshape(B, hs, ws)
+    row = torch.where(inside, row, -1)
+    col = torch.where(inside, col, -1)
+    return row, col, inside
+
+
+def correspondence_map(paths: PackedPaths) -> torch.Tensor:
+    """Dense correspondence in the reference layout: [B, 2, Hs, Ws] int64 (row, col) of the dst pixel, -1 invalid."""
+    row, col, _ = map_pixels(paths)
+    return torch.stack([row, col], dim=1)
