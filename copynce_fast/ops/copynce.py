@@ -48,10 +48,10 @@ def check_copynce_args(query, reference, counts_qr, counts_rq, flags, scale, gam
 
 def copynce_weights(counts: torch.Tensor, gamma: float) -> torch.Tensor:
     """Soft targets from counts [B, La, Lo + 1] -> weights [B, La, Lo] fp32 (dummy bin normalised, dropped)."""
-    c = counts.float()
+    c = counts.double() if counts.dtype == torch.float64 else counts.float()
     frac = c / c.sum(-1, keepdim=True).clamp_min(1.0)
     w = frac.pow(gamma)
-    w = w / w.sum(-1, keepdim=True).clamp_min(torch.finfo(torch.float32).tiny)
+    w = w / w.sum(-1, keepdim=True).clamp_min(torch.finfo(w.dtype).tiny)
     return w[..., :-1]
 
 
@@ -80,8 +80,9 @@ def copynce_ref(query: torch.Tensor, reference: torch.Tensor, counts_qr: torch.T
         fp32 scalar (``reduction="mean"``) or [B].
     """
     check_copynce_args(query, reference, counts_qr, counts_rq, flags, scale, gamma, lamb)
-    q = F.normalize(query.float(), dim=-1, eps=1e-12)
-    r = F.normalize(reference.float(), dim=-1, eps=1e-12)
+    dt = torch.promote_types(query.dtype, torch.float32)  # fp32 math; float64 stays float64 (gradcheck)
+    q = F.normalize(query.to(dt), dim=-1, eps=1e-12)
+    r = F.normalize(reference.to(dt), dim=-1, eps=1e-12)
     sim = scale * torch.bmm(q, r.transpose(1, 2))
     per_pair = lamb * _direction_loss(sim, copynce_weights(counts_qr, gamma))
     per_pair = per_pair + (1.0 - lamb) * _direction_loss(sim.transpose(1, 2), copynce_weights(counts_rq, gamma))
