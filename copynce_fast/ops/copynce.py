@@ -46,9 +46,9 @@ def check_copynce_args(query, reference, counts_qr, counts_rq, flags, scale, gam
         raise ValueError(f"lamb: must be in [0, 1], got {lamb}")
 
 
-def copynce_weights(counts: torch.Tensor, gamma: float) -> torch.Tensor:
-    """Soft targets from counts [B, La, Lo + 1] -> weights [B, La, Lo] fp32 (dummy bin normalised, dropped)."""
-    c = counts.double() if counts.dtype == torch.float64 else counts.float()
+def copynce_weights(counts: torch.Tensor, gamma: float, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """Soft targets from counts [B, La, Lo + 1] -> weights [B, La, Lo] (dummy bin normalised, then dropped)."""
+    c = counts.to(dtype)
     frac = c / c.sum(-1, keepdim=True).clamp_min(1.0)
     w = frac.pow(gamma)
     w = w / w.sum(-1, keepdim=True).clamp_min(torch.finfo(w.dtype).tiny)
@@ -84,8 +84,8 @@ def copynce_ref(query: torch.Tensor, reference: torch.Tensor, counts_qr: torch.T
     q = F.normalize(query.to(dt), dim=-1, eps=1e-12)
     r = F.normalize(reference.to(dt), dim=-1, eps=1e-12)
     sim = scale * torch.bmm(q, r.transpose(1, 2))
-    per_pair = lamb * _direction_loss(sim, copynce_weights(counts_qr, gamma))
-    per_pair = per_pair + (1.0 - lamb) * _direction_loss(sim.transpose(1, 2), copynce_weights(counts_rq, gamma))
+    per_pair = lamb * _direction_loss(sim, copynce_weights(counts_qr, gamma, dt))
+    per_pair = per_pair + (1.0 - lamb) * _direction_loss(sim.transpose(1, 2), copynce_weights(counts_rq, gamma, dt))
     if reduction == "none":
         return per_pair
     if reduction != "mean":
