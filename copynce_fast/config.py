@@ -1,0 +1,249 @@
+"""Typed run configuration: frozen dataclasses, presets as Python functions, typed CLI overrides.
+
+    cfg = get_preset("descriptor_vits_224")
+    cfg = apply_overrides(cfg, ["--loss.copynce_weight=0", "--optim.epochs=5"])
+    save_json(cfg, "run/config.json")
+
+Derived values (the scaled learning rate, steps per epoch) are computed by named functions at start-up and
+logged; the config itself is never mutated.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import typing
+from dataclasses import dataclass, field, replace
+from typing import Literal
+
+__all__ = ["ModelConfig", "DataConfig", "LossConfig", "OptimConfig", "RunConfig", "Config", "PRESETS",
+           "get_preset", "apply_overrides", "to_dict", "from_dict", "save_json", "load_json", "scaled_lr"]
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    kind: Literal["descriptor", "matcher"] = "descriptor"  # global descriptor or pairwise matcher
+    arch: Literal["vit_tiny", "vit_small", "vit_base"] = "vit_small"  # backbone size
+    img_size: int = 224  # input side (divisible by the patch size 16)
+    dim: int = 512  # descriptor dimension
+    pool: Literal["cls", "gem"] = "cls"  # descriptor pooling
+    attn_impl: Literal["sdpa", "xformers", "math"] = "sdpa"  # attention backend
+    ln_eps: float = 1e-6  # LayerNorm eps (the reference uses 1e-4)
+    encoder_depth: int = 8  # matcher: shared encoder blocks (the rest are fusion blocks)
+    freeze_patch_embed: bool = True  # the descriptor recipe freezes the patch embedding
+    pretrained: str = ""  # local DINO or CopyNCE checkpoint ("" = random init)
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    source: str = "builtin"  # folder / file list / DISC21 root, or "builtin" (bundled + synthetic images)
+    synthetic_images: int = 0  # extra procedural originals added to the builtin set
+    preset: Literal["descriptor", "matcher"] = "descriptor"  # augmentation preset (REFERENCE.md §2)
+    backend: Literal["auto", "dali", "torch"] = "auto"  # auto = DALI on GPU when installed, else torch
+    batch_size: int = 96  # items per rank (the descriptor's hard-negative collate doubles it to pairs)
+    num_workers: int = 8  # loader workers / DALI threads per rank
+    positive_rate: float = 1.0  # matcher: fraction of positive pairs
+    hard_negatives: bool = True  # pair each anchor with a k-NN neighbour in the batch (descriptor)
+    knn_path: str = ""  # k-NN table of the training set (.pt/.npy, [N, k] int); "" = random partners
+    knn_k: int = 7  # neighbours ranked 1..k are candidate hard negatives
+    track_occluders: bool = True  # mark text/emoji/strokes/erasing pixels invalid (False = reference behaviour)
+
+
+@dataclass(frozen=True)
+class LossConfig:
+    infonce_weight: float = 1.0  # descriptor: InfoNCE over the batch
+    infonce_log_scale: float = 3.2  # initial learnable log-scale (exp(3.2) ≈ 24.5)
+    koleo_weight: float = 5.0  # descriptor: KoLeo spreading regulariser
+    copynce_weight: float = 5.0  # CopyNCE (0 disables it)
+    copynce_scale: float = 16.0  # s = 1/τ
+    copynce_gamma: float = 3.0  # overlap sharpening γ
+    copynce_lamb: float = 0.5  # λ: weight of the query->reference direction
+    bce_weight: float = 1.0  # matcher: copy / not-copy BCE
+    gather: bool = True  # gather descriptors across ranks for InfoNCE / KoLeo
+    impl: Literal["auto", "torch", "triton"] = "auto"  # kernel implementation
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    base_lr: float = 6e-4  # lr = base_lr * sqrt(lr_scaling_batch * world / 1024)
+    lr_scaling_batch: int = 0  # batch used by the scaling rule; 0 = data.batch_size
+    min_lr: float = 2e-6  # cosine floor
+    weight_decay: float = 0.04  # AdamW decay (none on norms, biases, pos/cls tokens, log-scale)
+    betas: tuple[float, float] = (0.9, 0.999)  # AdamW betas
+    epochs: int = 30  # training epochs
+    warmup_epochs: float = 1.0  # linear warm-up from 1% of lr
+    clip_grad: float = 3.0  # global gradient-norm clip (0 = off)
+    steps_per_epoch: int = 0  # 0 = len(dataset) // (batch_size * world)
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    out_dir: str = "runs/default"  # checkpoints, logs, config.json, plots
+    seed: int = 0  # base seed (rank-offset)
+    device: str = "auto"  # auto | cpu | cuda
+    amp: Literal["bf16", "none"] = "bf16"  # bf16 autocast on CUDA (ignored on CPU)
+    compile: bool = True  # torch.compile the model on CUDA
+    log_every: int = 20  # steps between logged (synchronising) loss reads
+    ckpt_every: int = 500  # steps between checkpoints (also at every epoch end)
+    max_steps: int = 0  # stop after this many steps (0 = run all epochs)
+    resume: bool = True  # resume from out_dir/checkpoint.pt when present
+    eval_after: bool = True  # evaluate on held-out copies after training
+    progress: bool = True  # tqdm progress bar
+
+
+@dataclass(frozen=True)
+class Config:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    run: RunConfig = field(default_factory=RunConfig)
+
+
+# --- presets (REFERENCE.md §3.6, §4.5, §6) ------------------------------------------------------------------------
+
+def descriptor_vits_224() -> Config:
+    """The official descriptor recipe: ViT-S/16 at 224, InfoNCE + CopyNCE(5, γ3) + KoLeo(5), 30 epochs."""
+    return Config(model=ModelConfig(ln_eps=1e-4),
+                  optim=OptimConfig(lr_scaling_batch=96),  # the reference scales by items (96), not pairs (192)
+                  run=RunConfig(out_dir="runs/descriptor_vits_224"))
+
+
+def descriptor_vitb_224() -> Config:
+    c = descriptor_vits_224()
+    return replace(c, model=replace(c.model, arch="vit_base"), run=replace(c.run, out_dir="runs/descriptor_vitb_224"))
+
+
+def descriptor_baseline() -> Config:
+    """InfoNCE + KoLeo only: the ablation without CopyNCE."""
+    c = descriptor_vits_224()
+    return replace(c, loss=replace(c.loss, copynce_weight=0.0), run=replace(c.run, out_dir="runs/descriptor_baseline"))
+
+
+def descriptor_finetune() -> Config:
+    c = descriptor_vits_224()
+    return replace(c, loss=replace(c.loss, copynce_weight=0.0), optim=replace(c.optim, base_lr=1e-4),
+                   run=replace(c.run, out_dir="runs/descriptor_finetune"))
+
+
+def matcher_vits_224() -> Config:
+    """The official matcher: enc-8 + fusion-4, BCE + CopyNCE(3, γ1), 30% positives, batch 32."""
+    return Config(
+        model=ModelConfig(kind="matcher", ln_eps=1e-4, freeze_patch_embed=False),
+        data=DataConfig(preset="matcher", batch_size=32, positive_rate=0.3, hard_negatives=True, knn_k=127),
+        loss=LossConfig(infonce_weight=0.0, koleo_weight=0.0, copynce_weight=3.0, copynce_gamma=1.0),
+        optim=OptimConfig(base_lr=1e-3),
+        run=RunConfig(out_dir="runs/matcher_vits_224"))
+
+
+def matcher_vits_336() -> Config:
+    c = matcher_vits_224()
+    return replace(c, model=replace(c.model, img_size=336), run=replace(c.run, out_dir="runs/matcher_vits_336"))
+
+
+def matcher_finetune() -> Config:
+    c = matcher_vits_224()
+    return replace(c, loss=replace(c.loss, copynce_weight=0.0), optim=replace(c.optim, base_lr=2e-4, epochs=20),
+                   run=replace(c.run, out_dir="runs/matcher_finetune"))
+
+
+def demo() -> Config:
+    """A tiny descriptor on the bundled images that trains on a 2-core CPU in a few minutes."""
+    return Config(
+        model=ModelConfig(arch="vit_tiny", img_size=64, dim=64, freeze_patch_embed=False),
+        data=DataConfig(synthetic_images=51, batch_size=16, num_workers=0, hard_negatives=False),
+        loss=LossConfig(copynce_weight=1.0),
+        optim=OptimConfig(base_lr=2e-3, lr_scaling_batch=1024, epochs=24, warmup_epochs=1.0, weight_decay=0.02),
+        run=RunConfig(out_dir="runs/demo", log_every=10, ckpt_every=50, compile=False))
+
+
+PRESETS = {f.__name__: f for f in (descriptor_vits_224, descriptor_vitb_224, descriptor_baseline, descriptor_finetune,
+                                   matcher_vits_224, matcher_vits_336, matcher_finetune, demo)}
+
+
+def get_preset(name: str) -> Config:
+    if name not in PRESETS:
+        raise ValueError(f"preset: unknown {name!r}; choose one of {', '.join(PRESETS)}")
+    return PRESETS[name]()
+
+
+# --- overrides and serialisation ---------------------------------------------------------------------------------
+
+def _coerce(value: str, tp, key: str):
+    origin = typing.get_origin(tp)
+    if origin is Literal:
+        if value not in typing.get_args(tp):
+            raise ValueError(f"--{key}: must be one of {typing.get_args(tp)}, got {value!r}")
+        return value
+    if origin is tuple:
+        parts = value.strip("()[] ").split(",")
+        return tuple(_coerce(p.strip(), t, key) for p, t in zip(parts, typing.get_args(tp), strict=True))
+    if tp is bool:
+        if value.lower() in ("1", "true", "yes", "on"):
+            return True
+        if value.lower() in ("0", "false", "no", "off"):
+            return False
+        raise ValueError(f"--{key}: expected a boolean, got {value!r}")
+    try:
+        return tp(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"--{key}: expected {getattr(tp, '__name__', tp)}, got {value!r}") from None
+
+
+def _hints(cls) -> dict:
+    return typing.get_type_hints(cls)
+
+
+def apply_overrides(cfg: Config, overrides: list[str]) -> Config:
+    """Apply ``--section.field=value`` (or ``section.field=value``) overrides with type checks."""
+    sections = {f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg)}
+    for item in overrides:
+        key, sep, value = item.lstrip("-").partition("=")
+        section, dot, name = key.partition(".")
+        if not sep or not dot:
+            raise ValueError(f"override: expected --section.field=value, got {item!r}")
+        if section not in sections:
+            raise ValueError(f"--{key}: unknown section {section!r}; sections are {', '.join(sections)}")
+        hints = _hints(type(sections[section]))
+        if name not in hints:
+            raise ValueError(f"--{key}: unknown field; {section} has {', '.join(hints)}")
+        sections[section] = replace(sections[section], **{name: _coerce(value, hints[name], key)})
+    return Config(**sections)
+
+
+def to_dict(cfg: Config) -> dict:
+    return dataclasses.asdict(cfg)
+
+
+def from_dict(d: dict) -> Config:
+    """Inverse of ``to_dict``; unknown keys are an error naming them."""
+    kwargs = {}
+    for f in dataclasses.fields(Config):
+        cls = _hints(Config)[f.name]
+        sub = dict(d.get(f.name, {}))
+        unknown = set(sub) - set(_hints(cls))
+        if unknown:
+            raise ValueError(f"config.{f.name}: unknown keys {sorted(unknown)}")
+        for k, tp in _hints(cls).items():
+            if k in sub and typing.get_origin(tp) is tuple:
+                sub[k] = tuple(sub[k])
+        kwargs[f.name] = cls(**sub)
+    return Config(**kwargs)
+
+
+def save_json(cfg: Config, path) -> None:
+    with open(path, "w") as f:
+        json.dump(to_dict(cfg), f, indent=2)
+
+
+def load_json(path) -> Config:
+    with open(path) as f:
+        return from_dict(json.load(f))
+
+
+def scaled_lr(cfg: Config, world_size: int) -> float:
+    """The learning rate after the square-root batch scaling rule (REFERENCE.md §6); logged at start-up."""
+    batch = cfg.optim.lr_scaling_batch or cfg.data.batch_size
+    return cfg.optim.base_lr * math.sqrt(batch * world_size / 1024)
+
+
