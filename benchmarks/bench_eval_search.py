@@ -1,0 +1,125 @@
+"""Exact descriptor search: torch matmul + top-k vs faiss flat, N queries × M database × D dims.
+
+Times the public ``copynce_fast.eval.search.knn`` call end to end (median): for torch the tensors already
+sit on the device; for faiss the call includes building the flat index (``add``) and, on a GPU machine,
+the host/device copies. The issue target is 50k × 1M × 512-d on an H100 in ≤ 5 s; this script measures at
+sizes that fit and prints a linear-in-N·M extrapolation, labelled as such (``--full`` also measures
+50k × 1M directly with torch).
+
+    python benchmarks/bench_eval_search.py            # CUDA: realistic sizes; CPU: a small run
+    python benchmarks/bench_eval_search.py --quick    # CPU smoke run (< 30 s)
+"""
+from __future__ import annotations
+
+import argparse
+import itertools
+import sys
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).parent))
+import _bench  # noqa: E402
+
+from copynce_fast.eval.search import faiss_available, faiss_gpu_count, knn  # noqa: E402
+
+TARGET_N, TARGET_M, TARGET_S = 50_000, 1_000_000, 5.0
+
+
+@dataclass(frozen=True)
+class BenchConfig:
+    n: int
+    m: int
+    d: int
+    k: int
+
+
+@dataclass(frozen=True)
+class BenchResult:
+    provider: str
+    n: int
+    m: int
+    d: int
+    k: int
+    ms: float
+    tflops: float
+    peak_mb: float | None
+
+
+def configs(quick: bool, cuda: bool, d: int, k: int) -> list[BenchConfig]:
+    if quick:
+        return [BenchConfig(256, 8192, d, k)]
+    if cuda:
+        return [BenchConfig(n, m, d, k) for n, m in itertools.product((4096, 16384), (262_144, 1_000_000))]
+    return [BenchConfig(1024, 65_536, d, k)]
+
+
+def providers(device: torch.device, smallest: bool) -> dict[str, dict]:
+    """name -> knn keyword arguments (plus the input dtype)."""
+    out = {"torch fp32": dict(backend="torch", dtype=torch.float32)}
+    if device.type == "cuda":
+        out["torch fp16"] = dict(backend="torch", dtype=torch.float16)
+    if faiss_available():
+        if device.type == "cuda" and faiss_gpu_count() > 0:
+            out["faiss-gpu flat"] = dict(backend="faiss", gpu=True, dtype=torch.float32)
+        elif device.type == "cpu" or smallest:  # faiss-cpu next to a GPU: only the smallest size, it is slow
+            out["faiss-cpu flat"] = dict(backend="faiss", gpu=False, dtype=torch.float32)
+    return out
+
+
+def run_one(cfg: BenchConfig, name: str, kw: dict, device: torch.device, reps: int) -> BenchResult:
+    g = torch.Generator(device=device).manual_seed(0)
+    q = torch.nn.functional.normalize(torch.randn(cfg.n, cfg.d, device=device, generator=g), dim=1)
+    db = torch.nn.functional.normalize(torch.randn(cfg.m, cfg.d, device=device, generator=g), dim=1)
+    kw = dict(kw)
+    dtype = kw.pop("dtype")
+    q, db = q.to(dtype), db.to(dtype)
+
+    def fn():
+        return knn(q, db, cfg.k, **kw)
+
+    ms = _bench.time_ms(fn, warmup=1, rep=reps)
+    peak = _bench.peak_memory_mb(fn)
+    tflops = 2 * cfg.n * cfg.m * cfg.d / (ms * 1e-3) / 1e12
+    return BenchResult(name, cfg.n, cfg.m, cfg.d, cfg.k, ms, tflops, peak)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="one tiny CPU-sized config (smoke test)")
+    ap.add_argument("--full", action="store_true", help="CUDA: also measure 50k x 1M directly (torch)")
+    ap.add_argument("--d", type=int, default=512)
+    ap.add_argument("--k", type=int, default=10)
+    ap.add_argument("--reps", type=int, default=5)
+    args = ap.parse_args()
+
+    device = torch.device("cuda" if torch.cuda.is_available() and not args.quick else "cpu")
+    cfgs = configs(args.quick, device.type == "cuda", args.d, args.k)
+    if args.full and device.type == "cuda":
+        cfgs.append(BenchConfig(TARGET_N, TARGET_M, args.d, args.k))
+    results: list[BenchResult] = []
+    for i, cfg in enumerate(cfgs):
+        for name, kw in providers(device, smallest=i == 0).items():
+            if cfg.n == TARGET_N and not name.startswith("torch"):
+                continue
+            results.append(run_one(cfg, name, kw, device, 3 if cfg.n * cfg.m > 2**34 else args.reps))
+
+    rows = [asdict(r) for r in results]
+    _bench.print_table(rows, ["provider", "n", "m", "d", "k", "ms", "tflops", "peak_mb"],
+                       title=f"exact kNN search (knn() end to end), device {device}")
+    _bench.write_jsonl("eval_search", rows)
+
+    print(f"\nEXTRAPOLATED (linear in N·M, from each provider's largest measured N·M) to "
+          f"{TARGET_N:,} x {TARGET_M:,} x {args.d}-d, target <= {TARGET_S:.0f} s on an H100:")
+    for name in dict.fromkeys(r.provider for r in results):
+        big = max((r for r in results if r.provider == name), key=lambda r: r.n * r.m)
+        est = big.ms * 1e-3 * (TARGET_N * TARGET_M) / (big.n * big.m)
+        measured = " (measured directly)" if big.n * big.m == TARGET_N * TARGET_M else ""
+        print(f"  {name:16s} from {big.n} x {big.m}: {big.ms:.1f} ms -> {est:.2f} s (extrapolated){measured}")
+    if device.type != "cuda":
+        print("  (CPU run: the extrapolation says nothing about the H100 target)")
+
+
+if __name__ == "__main__":
+    main()

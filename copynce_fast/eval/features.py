@@ -1,0 +1,269 @@
+"""On-disk descriptors with their image ids: one ``.npz`` file, or a resumable directory of shards.
+
+**Single file** (``save_features`` / ``load_features``): an uncompressed ``.npz`` holding
+
+* ``ids``: (N,) unicode array, the image ids (e.g. ``"Q25000"``), row ``i`` of ``features`` is ``ids[i]``;
+* ``features``: (N, D) float16 or float32;
+* ``meta``: 0-d unicode array with a JSON object: ``{"format": "copynce-fast-features", "version": 1,
+  "model": str, "dim": D, "img_size": int, "dtype": "float16"|"float32", "count": N, ...extra}``.
+
+It loads with ``np.load(path, allow_pickle=False)``; no pickle anywhere.
+
+**Shard directory** (``FeatureWriter``, read back by ``load_features(directory)``)::
+
+    <dir>/index.json         {"format": "copynce-fast-feature-shards", "version": 1, "meta": {...},
+                              "shards": [{"file": "shard_000000.npz", "count": n0}, ...], "count": N}
+    <dir>/shard_000000.npz   each shard is itself a single-file feature set (format above)
+
+``index.json`` is the only source of truth. A shard is written to a temporary name and renamed into place,
+then the index is rewritten the same way, so an extraction killed at any point leaves a directory whose
+index lists complete shards only; a shard file the index does not list is ignored and overwritten. Rows
+appended but not yet flushed to a shard are lost on a crash and recomputed on resume:
+``FeatureWriter(dir, ...)`` on an existing directory checks that model / dim / img_size / dtype match and
+``remaining(ids)`` returns what is left to extract, in order.
+"""
+from __future__ import annotations
+
+import io
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable
+
+import numpy as np
+
+FORMAT = "copynce-fast-features"
+SHARDS_FORMAT = "copynce-fast-feature-shards"
+VERSION = 1
+_DTYPES = ("float16", "float32")
+
+
+@dataclass(frozen=True)
+class Features:
+    """Descriptors with ids. ``ids`` (N,) unicode, ``features`` (N, D) float16/float32, ``meta`` the JSON
+    metadata (model, dim, img_size, dtype, count and any extra keys)."""
+
+    ids: np.ndarray
+    features: np.ndarray
+    meta: dict = field(default_factory=dict)
+
+    @property
+    def dim(self) -> int:
+        return int(self.features.shape[1])
+
+
+def _to_numpy(features) -> np.ndarray:
+    if hasattr(features, "detach"):  # torch tensor, without importing torch here
+        features = features.detach().cpu().float().numpy()
+    return np.asarray(features)
+
+
+def _check_meta_args(model: str, dim: int, img_size: int, dtype: str) -> None:
+    if not isinstance(model, str) or not model:
+        raise ValueError(f"model must be a non-empty string, got {model!r}")
+    for name, v in (("dim", dim), ("img_size", img_size)):
+        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
+            raise ValueError(f"{name} must be a positive integer, got {v!r}")
+    if dtype not in _DTYPES:
+        raise ValueError(f"dtype must be one of {_DTYPES}, got {dtype!r}")
+
+
+def _check_rows(ids, features, dim: int | None) -> tuple[np.ndarray, np.ndarray]:
+    ids = np.asarray(ids)
+    features = _to_numpy(features)
+    if ids.ndim != 1:
+        raise ValueError(f"ids must be 1-D, got shape {ids.shape}")
+    if features.ndim != 2 or features.shape[1] < 1 or not np.issubdtype(features.dtype, np.floating):
+        raise ValueError(f"features must be a 2-D float array (N, D>=1), got {features.dtype} {features.shape}")
+    if dim is not None and features.shape[1] != dim:
+        raise ValueError(f"features have dim {features.shape[1]}, expected dim={dim}")
+    if len(ids) != len(features):
+        raise ValueError(f"ids ({len(ids)}) and features ({len(features)}) have different lengths")
+    ids = ids.astype(str)
+    if len(np.unique(ids)) != len(ids):
+        raise ValueError("ids contain duplicates")
+    return ids, features
+
+
+def _npz_bytes(ids: np.ndarray, features: np.ndarray, meta: dict) -> bytes:
+    buf = io.BytesIO()
+    np.savez(buf, ids=ids, features=features, meta=np.asarray(json.dumps(meta, sort_keys=True)))
+    return buf.getvalue()
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    with tmp.open("wb") as f:
+        f.write(data)
+    os.replace(tmp, path)  # atomic on POSIX: readers see the old file or the new one, never half of one
+
+
+def save_features(path: str | Path, ids, features, *, model: str, img_size: int, dtype: str = "float32",
+                  extra: dict | None = None) -> Path:
+    """Write one ``.npz`` feature file (format in the module docstring).
+
+    Args:
+        path: output file, used as given (no ``.npz`` suffix is added).
+        ids: (N,) image ids (stored as strings); must be unique.
+        features: (N, D) float numpy array or torch tensor.
+        model, img_size: recorded in the metadata; ``dim`` is taken from ``features``.
+        dtype: "float32" (default) or "float16" storage.
+        extra: additional JSON-serialisable metadata.
+    """
+    ids, features = _check_rows(ids, features, None)
+    _check_meta_args(model, features.shape[1], img_size, dtype)
+    meta = {**(extra or {}), "format": FORMAT, "version": VERSION, "model": model, "dim": int(features.shape[1]),
+            "img_size": int(img_size), "dtype": dtype, "count": len(ids)}
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    _atomic_write(path, _npz_bytes(ids, features.astype(dtype), meta))
+    return path
+
+
+def _load_file(path: Path) -> Features:
+    with np.load(path, allow_pickle=False) as z:
+        ids, features, meta = z["ids"], z["features"], json.loads(str(z["meta"]))
+    if meta.get("format") != FORMAT:
+        raise ValueError(f"{path}: not a {FORMAT} file (format={meta.get('format')!r})")
+    if features.ndim != 2 or features.shape[1] != meta["dim"] or len(ids) != len(features):
+        raise ValueError(f"{path}: features {features.shape} / ids {ids.shape} disagree with dim={meta['dim']}")
+    return Features(ids=ids, features=features, meta=meta)
+
+
+def load_features(path: str | Path) -> Features:
+    """Read a single ``.npz`` feature file, or a shard directory (its shards concatenated in order)."""
+    path = Path(path)
+    if not path.is_dir():
+        return _load_file(path)
+    index = _read_index(path)
+    if index is None:
+        raise ValueError(f"{path}: no index.json, not a feature shard directory")
+    meta = index["meta"]
+    parts = [_load_file(path / s["file"]) for s in index["shards"]]
+    if parts:
+        ids = np.concatenate([p.ids for p in parts])
+        feats = np.concatenate([p.features for p in parts])
+    else:
+        ids, feats = np.zeros(0, dtype=str), np.zeros((0, meta["dim"]), dtype=meta["dtype"])
+    return Features(ids=ids, features=feats, meta={**meta, "format": FORMAT, "count": len(ids)})
+
+
+def _read_index(directory: Path) -> dict | None:
+    p = directory / "index.json"
+    if not p.exists():
+        return None
+    index = json.loads(p.read_text())
+    if index.get("format") != SHARDS_FORMAT:
+        raise ValueError(f"{p}: not a {SHARDS_FORMAT} index")
+    return index
+
+
+class FeatureWriter:
+    """Append descriptors in shards under ``directory``; reopening an existing directory resumes it.
+
+    Usage::
+
+        with FeatureWriter(out_dir, model="vit_b16", dim=512, img_size=224) as w:
+            todo = w.remaining(all_ids)
+            for batch_ids, images in batches(todo):
+                w.append(batch_ids, model(images))
+
+    Args:
+        directory: shard directory (created if missing).
+        model, dim, img_size, dtype: metadata; on resume they must equal the stored ones (ValueError
+            naming the field otherwise).
+        shard_size: rows per shard file; rows are buffered in memory until a shard is full.
+        extra: additional JSON metadata (stored on creation, not compared on resume).
+    """
+
+    def __init__(self, directory: str | Path, *, model: str, dim: int, img_size: int, dtype: str = "float32",
+                 shard_size: int = 65536, extra: dict | None = None):
+        _check_meta_args(model, dim, img_size, dtype)
+        if isinstance(shard_size, bool) or not isinstance(shard_size, (int, np.integer)) or shard_size < 1:
+            raise ValueError(f"shard_size must be a positive integer, got {shard_size!r}")
+        self.directory = Path(directory)
+        self.shard_size = int(shard_size)
+        self.directory.mkdir(parents=True, exist_ok=True)
+        wanted = {"model": model, "dim": int(dim), "img_size": int(img_size), "dtype": dtype}
+        index = _read_index(self.directory)
+        if index is None:
+            index = {"format": SHARDS_FORMAT, "version": VERSION,
+                     "meta": {**(extra or {}), "version": VERSION, **wanted}, "shards": [], "count": 0}
+            self._write_index(index)
+        else:
+            for key, value in wanted.items():
+                if index["meta"].get(key) != value:
+                    raise ValueError(f"{self.directory} holds {key}={index['meta'].get(key)!r}, asked {key}={value!r}")
+        self._index = index
+        self._done: set[str] = set()
+        for shard in index["shards"]:
+            with np.load(self.directory / shard["file"], allow_pickle=False) as z:
+                self._done.update(z["ids"].tolist())
+        self._buf_ids: list[np.ndarray] = []
+        self._buf_feats: list[np.ndarray] = []
+        self._buffered: set[str] = set()
+
+    @property
+    def meta(self) -> dict:
+        return dict(self._index["meta"])
+
+    @property
+    def num_written(self) -> int:
+        """Rows stored in indexed shards (not counting the in-memory buffer)."""
+        return int(self._index["count"])
+
+    def remaining(self, ids: Iterable) -> list[str]:
+        """The ids (as strings, in the given order) not yet written or buffered."""
+        return [i for i in map(str, ids) if i not in self._done and i not in self._buffered]
+
+    def append(self, ids, features) -> None:
+        """Buffer (N,) ids with their (N, dim) features; full shards are written as they fill up."""
+        ids, features = _check_rows(ids, features, self._index["meta"]["dim"])
+        clash = [i for i in ids.tolist() if i in self._done or i in self._buffered]
+        if clash:
+            raise ValueError(f"ids already written: {clash[:3]}{' ...' if len(clash) > 3 else ''}")
+        self._buf_ids.append(ids)
+        self._buf_feats.append(features.astype(self._index["meta"]["dtype"]))
+        self._buffered.update(ids.tolist())
+        while len(self._buffered) >= self.shard_size:
+            self._write_shard(self.shard_size)
+
+    def flush(self) -> None:
+        """Write whatever is buffered as one (possibly short) shard."""
+        if self._buffered:
+            self._write_shard(len(self._buffered))
+
+    close = flush
+
+    def __enter__(self) -> "FeatureWriter":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.flush()  # buffered rows are complete even when the loop raised: keep them
+
+    def _write_shard(self, n: int) -> None:
+        ids, feats = np.concatenate(self._buf_ids), np.concatenate(self._buf_feats)
+        self._buf_ids, self._buf_feats = ([ids[n:]], [feats[n:]]) if n < len(ids) else ([], [])
+        number = len(self._index["shards"])
+        name = f"shard_{number:06d}.npz"
+        meta = {**self._index["meta"], "format": FORMAT, "count": n}
+        _atomic_write(self.directory / name, _npz_bytes(ids[:n], feats[:n], meta))
+        self._index["shards"].append({"file": name, "count": n})
+        self._index["count"] += n
+        self._write_index(self._index)  # the shard counts only once the index names it
+        written = ids[:n].tolist()
+        self._done.update(written)
+        self._buffered.difference_update(written)
+
+    def _write_index(self, index: dict) -> None:
+        _atomic_write(self.directory / "index.json", json.dumps(index, indent=1, sort_keys=True).encode())
+
+
+def consolidate(directory: str | Path, path: str | Path) -> Path:
+    """Concatenate a shard directory into one ``.npz`` feature file."""
+    f = load_features(directory)
+    extra = {k: v for k, v in f.meta.items() if k not in ("format", "version", "model", "dim", "img_size",
+                                                            "dtype", "count")}
+    return save_features(path, f.ids, f.features, model=f.meta["model"], img_size=f.meta["img_size"],
+                         dtype=f.meta["dtype"], extra=extra)

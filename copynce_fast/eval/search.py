@@ -1,0 +1,306 @@
+"""Descriptor k-nearest-neighbour search: faiss when importable, torch matmul + top-k otherwise.
+
+Both backends take the same arguments and return the same thing, ``(scores [N, k] float32, indices
+[N, k] int64)``, rows sorted best first, as numpy arrays for numpy queries and as torch tensors (on the
+queries' device) for torch queries. ``metric="ip"`` scores are inner products (cosines for L2-normalised
+descriptors, larger = closer); ``metric="l2"`` scores are squared L2 distances (smaller = closer).
+
+``k`` larger than the database raises ValueError rather than silently returning fewer columns: callers
+build ``[N, k]`` arrays and per-query prediction lists from it, and a changed width would surface later as
+a confusing shape error.
+
+Also here: turning a kNN result into ``(query_id, reference_id, score)`` predictions (the input of
+:mod:`copynce_fast.eval.metrics`) and reading / writing them as ``query_id,reference_id,score`` CSV.
+"""
+from __future__ import annotations
+
+import csv
+import math
+from pathlib import Path
+from typing import Literal, Union
+
+import numpy as np
+import torch
+
+ArrayLike = Union[np.ndarray, torch.Tensor]
+
+_FAISS_GPU_MAX_K = 2048  # faiss GPU brute-force and IVF search limit on k
+
+
+def faiss_available() -> bool:
+    """True when ``import faiss`` works."""
+    try:
+        import faiss  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def faiss_gpu_count() -> int:
+    """Number of GPUs faiss can use (0 for faiss-cpu or no faiss)."""
+    if not faiss_available():
+        return 0
+    import faiss
+    return faiss.get_num_gpus() if hasattr(faiss, "StandardGpuResources") else 0
+
+
+def _positive_int(name: str, value) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    return int(value)
+
+
+def _check_2d(name: str, x: ArrayLike) -> None:
+    if not isinstance(x, (np.ndarray, torch.Tensor)):
+        raise ValueError(f"{name} must be a numpy array or a torch tensor, got {type(x).__name__}")
+    if x.ndim != 2:
+        raise ValueError(f"{name} must be 2-D [rows, D], got shape {tuple(x.shape)}")
+    if not (x.dtype in (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+            if isinstance(x, torch.Tensor) else np.issubdtype(x.dtype, np.floating)):
+        raise ValueError(f"{name} must be floating point, got {x.dtype}")
+
+
+def _default_nlist(m: int) -> int:
+    return max(1, min(m // 39, int(4 * math.sqrt(m))))  # faiss wants >= 39 training points per list
+
+
+def _default_pq_m(d: int) -> int:
+    # 8-dim sub-vectors (64 bytes for 512-d), the largest divisor of d not above d // 8 otherwise
+    return next(m for m in range(max(1, d // 8), 0, -1) if d % m == 0)
+
+
+def _resolve_backend(backend: str, index: str, queries: ArrayLike, gpu: bool | None, k: int) -> str:
+    on_cuda = isinstance(queries, torch.Tensor) and queries.is_cuda
+    if backend == "auto":
+        if index != "flat":
+            return "faiss"
+        if not faiss_available():
+            return "torch"
+        if on_cuda or gpu:  # CUDA inputs: faiss only when it has GPUs, else torch stays on the device
+            return "faiss" if faiss_gpu_count() > 0 and k <= _FAISS_GPU_MAX_K else "torch"
+        return "faiss"
+    if backend == "faiss" and not faiss_available():
+        raise ValueError("backend='faiss' but faiss is not installed (pip install faiss-cpu or faiss-gpu-cu12)")
+    if backend == "torch" and index != "flat":
+        raise ValueError(f"index={index!r} needs backend='faiss'; the torch backend is exact ('flat') only")
+    return backend
+
+
+def knn(queries: ArrayLike, database: ArrayLike, k: int, *, metric: Literal["ip", "l2"] = "ip",
+        backend: Literal["auto", "faiss", "torch"] = "auto", index: Literal["flat", "ivf", "ivfpq"] = "flat",
+        nlist: int | None = None, nprobe: int | None = None, pq_m: int | None = None,
+        gpu: bool | None = None, batch_size: int | None = None, seed: int = 0):
+    """The ``k`` nearest database rows of every query.
+
+    Args:
+        queries: (N, D) float numpy array or torch tensor (any float dtype; faiss gets float32).
+        database: (M, D), same kind as ``queries``.
+        k: neighbours per query, 1 <= k <= M.
+        metric: "ip" (inner product, larger is closer) or "l2" (squared distance, smaller is closer).
+        backend: "faiss", "torch" or "auto": ``index != "flat"`` needs faiss; CUDA tensors go to faiss
+            only when faiss has GPU support (else torch on the tensors' device); CPU inputs use faiss
+            when importable, torch otherwise.
+        index: "flat" (exact), "ivf" (IVF-Flat) or "ivfpq" (IVF with product quantisation) -- the last two
+            approximate, for large collections, trained on (a sample of up to 256·nlist rows of) the
+            database.
+        nlist: IVF lists; default ``min(M // 39, 4·sqrt(M))``.
+        nprobe: lists visited per query; default ``min(nlist, 16)``. ``nprobe == nlist`` is exact for "ivf".
+        pq_m: PQ sub-quantisers (must divide D, 8 bits each); default about D / 8.
+        gpu: faiss only: True = use faiss GPUs (ValueError if it has none), False = CPU, None = GPU
+            when the inputs are CUDA tensors and faiss has GPUs.
+        batch_size: torch only: queries per chunk, bounding the (batch, M) similarity block; default
+            keeps it near 2**28 elements (1 GiB fp32).
+        seed: seed of the IVF training sample.
+
+    Returns:
+        ``(scores, indices)``: (N, k) float32 and (N, k) int64, best first; numpy for numpy queries,
+        torch on the queries' device for torch queries. An IVF search that finds fewer than ``k``
+        candidates pads with index -1 (score -inf for "ip", +inf for "l2").
+    """
+    _check_2d("queries", queries)
+    _check_2d("database", database)
+    if queries.shape[1] != database.shape[1]:
+        raise ValueError(f"queries and database dims differ: {queries.shape[1]} vs {database.shape[1]}")
+    if isinstance(queries, torch.Tensor) != isinstance(database, torch.Tensor):
+        raise ValueError("queries and database must both be numpy arrays or both torch tensors")
+    n, d = queries.shape
+    m = database.shape[0]
+    k = _positive_int("k", k)
+    if k > m:
+        raise ValueError(f"k={k} exceeds the database size M={m}")
+    if metric not in ("ip", "l2"):
+        raise ValueError(f"metric must be 'ip' or 'l2', got {metric!r}")
+    if backend not in ("auto", "faiss", "torch"):
+        raise ValueError(f"backend must be 'auto', 'faiss' or 'torch', got {backend!r}")
+    if index not in ("flat", "ivf", "ivfpq"):
+        raise ValueError(f"index must be 'flat', 'ivf' or 'ivfpq', got {index!r}")
+    if gpu not in (None, True, False):
+        raise ValueError(f"gpu must be None, True or False, got {gpu!r}")
+    if batch_size is not None:
+        batch_size = _positive_int("batch_size", batch_size)
+    if index != "flat":
+        nlist = _default_nlist(m) if nlist is None else _positive_int("nlist", nlist)
+        if nlist > m:
+            raise ValueError(f"nlist={nlist} exceeds the database size M={m}")
+        nprobe = min(nlist, 16) if nprobe is None else _positive_int("nprobe", nprobe)
+        if nprobe > nlist:
+            raise ValueError(f"nprobe={nprobe} exceeds nlist={nlist}")
+        if index == "ivfpq":
+            pq_m = _default_pq_m(d) if pq_m is None else _positive_int("pq_m", pq_m)
+            if d % pq_m:
+                raise ValueError(f"pq_m={pq_m} must divide the dimension D={d}")
+    if gpu and faiss_gpu_count() == 0 and backend != "torch":
+        raise ValueError("gpu=True but faiss has no GPU support here (install faiss-gpu-cu12)")
+
+    which = _resolve_backend(backend, index, queries, gpu, k)
+    if which == "torch":
+        return _knn_torch(queries, database, k, metric, batch_size)
+    scores, indices = _knn_faiss(_to_numpy_f32(queries), _to_numpy_f32(database), k, metric, index, nlist,
+                                 nprobe, pq_m, gpu, isinstance(queries, torch.Tensor) and queries.is_cuda, seed)
+    if isinstance(queries, torch.Tensor):
+        return (torch.from_numpy(scores).to(queries.device), torch.from_numpy(indices).to(queries.device))
+    return scores, indices
+
+
+def _to_numpy_f32(x: ArrayLike) -> np.ndarray:
+    if isinstance(x, torch.Tensor):
+        x = x.detach().to("cpu", torch.float32).numpy()
+    return np.ascontiguousarray(x, dtype=np.float32)
+
+
+def _knn_torch(queries: ArrayLike, database: ArrayLike, k: int, metric: str, batch_size: int | None):
+    as_numpy = isinstance(queries, np.ndarray)
+    q = torch.from_numpy(queries) if as_numpy else queries
+    db = torch.from_numpy(database) if as_numpy else database.to(q.device)
+    if q.device.type == "cpu" and q.dtype in (torch.float16, torch.bfloat16):
+        q, db = q.float(), db.float()  # CPU half matmul is slow and not always available
+    db = db.to(q.dtype)
+    m = db.shape[0]
+    if batch_size is None:
+        batch_size = max(1, min(q.shape[0], 2**28 // m))
+    db_sq = (db.float() ** 2).sum(1) if metric == "l2" else None
+    scores = torch.empty(q.shape[0], k, dtype=torch.float32, device=q.device)
+    indices = torch.empty(q.shape[0], k, dtype=torch.int64, device=q.device)
+    for start in range(0, q.shape[0], batch_size):
+        chunk = q[start:start + batch_size]
+        sim = (chunk @ db.T).float()  # fp32 for the top-k and the l2 expansion, whatever the input dtype
+        if metric == "l2":
+            sim = (chunk.float() ** 2).sum(1, keepdim=True) - 2 * sim + db_sq
+            top = torch.topk(sim, k, dim=1, largest=False, sorted=True)
+        else:
+            top = torch.topk(sim, k, dim=1, largest=True, sorted=True)
+        scores[start:start + batch_size] = top.values
+        indices[start:start + batch_size] = top.indices
+        del sim
+    if as_numpy:
+        return scores.numpy(), indices.numpy()
+    return scores, indices
+
+
+def _knn_faiss(xq: np.ndarray, xb: np.ndarray, k: int, metric: str, index: str, nlist, nprobe, pq_m,
+               gpu: bool | None, inputs_on_cuda: bool, seed: int):
+    import faiss
+
+    d = xb.shape[1]
+    faiss_metric = faiss.METRIC_INNER_PRODUCT if metric == "ip" else faiss.METRIC_L2
+    if index == "flat":
+        idx = faiss.IndexFlatIP(d) if metric == "ip" else faiss.IndexFlatL2(d)
+    else:
+        quantizer = faiss.IndexFlatIP(d) if metric == "ip" else faiss.IndexFlatL2(d)
+        if index == "ivf":
+            idx = faiss.IndexIVFFlat(quantizer, d, nlist, faiss_metric)
+        else:
+            idx = faiss.IndexIVFPQ(quantizer, d, nlist, pq_m, 8, faiss_metric)
+    use_gpu = gpu if gpu is not None else (inputs_on_cuda and faiss_gpu_count() > 0)
+    if use_gpu:
+        if k > _FAISS_GPU_MAX_K:
+            raise ValueError(f"k={k} exceeds the faiss GPU limit {_FAISS_GPU_MAX_K}; use backend='torch'")
+        idx = faiss.index_cpu_to_all_gpus(idx)  # before training: k-means then runs on the GPU too
+    if index != "flat":
+        train = xb
+        if xb.shape[0] > 256 * nlist:  # more than 256 points per centroid adds little to k-means
+            rows = np.random.default_rng(seed).choice(xb.shape[0], 256 * nlist, replace=False)
+            train = xb[np.sort(rows)]
+        idx.train(train)
+        space = faiss.GpuParameterSpace() if use_gpu else faiss.ParameterSpace()
+        space.set_index_parameter(idx, "nprobe", nprobe)
+    idx.add(xb)
+    scores, indices = idx.search(xq, k)
+    return scores.astype(np.float32, copy=False), indices.astype(np.int64, copy=False)
+
+
+# ------------------------------------------------------------------------------- kNN -> predictions, CSV
+
+
+def knn_to_predictions(scores: ArrayLike, indices: ArrayLike, query_ids, reference_ids
+                       ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Flatten a kNN result into prediction arrays for :mod:`copynce_fast.eval.metrics`.
+
+    Args:
+        scores: (N, k) scores from :func:`knn` (numpy or torch).
+        indices: (N, k) int database row indices; -1 entries (IVF padding) are dropped.
+        query_ids: (N,) ids of the query rows.
+        reference_ids: (M,) ids of the database rows.
+
+    Returns:
+        ``(query_ids, reference_ids, scores)``: three (P,) numpy arrays, P = number of valid entries,
+        row-major (query by query, best first).
+    """
+    scores = scores.detach().cpu().numpy() if isinstance(scores, torch.Tensor) else np.asarray(scores)
+    indices = indices.detach().cpu().numpy() if isinstance(indices, torch.Tensor) else np.asarray(indices)
+    query_ids, reference_ids = np.asarray(query_ids), np.asarray(reference_ids)
+    if scores.shape != indices.shape or scores.ndim != 2:
+        raise ValueError(f"scores and indices must be (N, k) of the same shape, got {scores.shape} and "
+                         f"{indices.shape}")
+    if len(query_ids) != scores.shape[0]:
+        raise ValueError(f"query_ids has {len(query_ids)} ids for {scores.shape[0]} rows of scores")
+    if indices.size and indices.max() >= len(reference_ids):
+        raise ValueError(f"indices reach {indices.max()} but reference_ids has only {len(reference_ids)} ids")
+    valid = indices >= 0
+    rows = np.nonzero(valid)[0]
+    return query_ids[rows], reference_ids[indices[valid]], scores[valid].astype(np.float64)
+
+
+def write_predictions_csv(path: str | Path, predictions) -> Path:
+    """Write predictions as CSV with header ``query_id,reference_id,score``.
+
+    Args:
+        path: output file.
+        predictions: ``(query_ids, reference_ids, scores)`` arrays or a list of triples.
+
+    Scores are written with Python's shortest round-trip ``repr``, so reading gives back the same floats.
+    """
+    if isinstance(predictions, tuple) and len(predictions) == 3 and all(
+            isinstance(a, np.ndarray) for a in predictions):
+        rows = zip(predictions[0].tolist(), predictions[1].tolist(), predictions[2].astype(np.float64).tolist())
+    else:
+        rows = ((q, r, float(s)) for q, r, s in predictions)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(("query_id", "reference_id", "score"))
+        w.writerows((q, r, repr(s)) for q, r, s in rows)
+    return path
+
+
+def read_predictions_csv(path: str | Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Read a ``query_id,reference_id,score`` CSV into ``(query_ids, reference_ids, scores)`` arrays.
+
+    Ids are returned as strings (unicode arrays), scores as float64.
+    """
+    with Path(path).open(newline="") as f:
+        reader = csv.reader(f)
+        header = next(reader, None)
+        if header is None or [h.strip() for h in header] != ["query_id", "reference_id", "score"]:
+            raise ValueError(f"{path}: expected header 'query_id,reference_id,score', got {header!r}")
+        q, r, s = [], [], []
+        for line_no, row in enumerate(reader, start=2):
+            if not row:
+                continue
+            if len(row) != 3:
+                raise ValueError(f"{path}:{line_no}: expected 3 fields, got {len(row)}")
+            q.append(row[0])
+            r.append(row[1])
+            s.append(float(row[2]))
+    return np.asarray(q, dtype=str), np.asarray(r, dtype=str), np.asarray(s, dtype=np.float64)
