@@ -16,6 +16,7 @@ packages = [
     "copynce_fast.eval",
     "copynce_fast.train",
     "copynce_fast.utils",
+    "copynce_fast.cli",
     "copynce_fast.kernels",
 ]
 package_dir = {"copynce_fast": "copynce_fast", "copynce_fast.kernels": "kernels"}
