@@ -1,0 +1,101 @@
+"""The C++ helpers (``copynce_fast._C``) when built, else pure-Python (numpy) fallbacks with the same signatures.
+
+``HAS_CPP`` says which one ``invert_dense`` / ``compose_dense`` are. The numpy fallbacks stay importable as
+``invert_dense_py`` / ``compose_dense_py`` so tests can compare the two. The extension is skipped at build time
+with ``COPYNCE_NO_EXT=1`` (see setup.py).
+
+Both versions take C-contiguous float32 / float64 / int64 arrays (the C++ one raises ``TypeError`` for anything
+else; the public API in ``copynce_fast.pixtrace.dense`` converts first) and give bit-identical results. The
+semantics are documented in ``copynce_fast.pixtrace.dense`` and ``csrc/dense_maps.h``.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+__all__ = ["HAS_CPP", "invert_dense", "compose_dense", "invert_dense_py", "compose_dense_py"]
+
+_TWO_63 = 2.0**63  # exactly representable in float32 and float64
+
+
+def _check_map(m: np.ndarray, name: str) -> None:
+    if m.ndim != 4 or m.shape[1] != 2:
+        raise ValueError(f"{name}: expected shape [B,2,H,W], got {tuple(m.shape)}")
+
+
+def _pixel_index(m: np.ndarray, h: int, w: int) -> tuple[np.ndarray, np.ndarray]:
+    """Coordinates m [B,2,N] -> (valid [B,N] bool, flat index row*w + col [B,N] int64, 0 where invalid).
+
+    Valid iff 0 <= v < limit on the raw values (compared in m's dtype; NaN/inf fail), then again after rounding
+    half to even (np.rint).
+    """
+    vy, vx = m[:, 0], m[:, 1]
+    h, w = int(h), int(w)  # Python ints: compared in m's own dtype, like the C++ static_cast<T>(limit)
+    ok = (vy >= 0) & (vy < h) & (vx >= 0) & (vx < w)
+    if m.dtype.kind == "f":
+        vy, vx = np.rint(vy), np.rint(vx)
+        ok &= (vy < h) & (vx < w)  # 223.6 -> 224 is out at h = 224; rounding never goes below 0
+    iy = np.where(ok, vy, 0).astype(np.int64)
+    ix = np.where(ok, vx, 0).astype(np.int64)
+    return ok, iy * w + ix
+
+
+def _carried_values(b: np.ndarray) -> np.ndarray:
+    """Values of the second map as int64: floats rounded half to even; NaN or outside [-2^63, 2^63) -> -1."""
+    if b.dtype.kind != "f":
+        return b.astype(np.int64, copy=False)
+    ok = (b >= -_TWO_63) & (b < _TWO_63)
+    return np.where(ok, np.where(ok, np.rint(b), 0).astype(np.int64), -1)
+
+
+def invert_dense_py(maps: np.ndarray, out_h: int, out_w: int, num_threads: int = 1) -> tuple[np.ndarray, np.ndarray]:
+    """numpy twin of ``_C.invert_dense``: (inv [B,2,out_h,out_w] int64, holes [B] int64).
+
+    The last valid source pixel in raster order wins a collision: its flat raster index is the largest, so
+    ``np.maximum.at`` (order-independent, unlike fancy assignment) picks it. ``num_threads`` is ignored.
+    """
+    maps = np.asarray(maps)
+    _check_map(maps, "maps")
+    if int(out_h) <= 0 or int(out_w) <= 0:
+        raise ValueError("out_hw: expected two positive ints")
+    out_h, out_w = int(out_h), int(out_w)
+    b_, _, h, w = maps.shape
+    ok, tgt = _pixel_index(maps.reshape(b_, 2, h * w), out_h, out_w)
+    tgt = tgt + (np.arange(b_, dtype=np.int64) * (out_h * out_w))[:, None]
+    src = np.broadcast_to(np.arange(h * w, dtype=np.int64), (b_, h * w))
+    winner = np.full(b_ * out_h * out_w, -1, dtype=np.int64)
+    np.maximum.at(winner, tgt[ok], src[ok])
+    winner = winner.reshape(b_, out_h, out_w)
+    hole = winner < 0
+    inv = np.stack([np.where(hole, -1, winner // w), np.where(hole, -1, winner % w)], axis=1)
+    return inv, hole.sum(axis=(1, 2), dtype=np.int64)
+
+
+def compose_dense_py(a: np.ndarray, b: np.ndarray, num_threads: int = 1) -> np.ndarray:
+    """numpy twin of ``_C.compose_dense``: [B,2,H,W] int64, ``b[round(a(p))]`` or -1. ``num_threads`` is ignored."""
+    a, b = np.asarray(a), np.asarray(b)
+    _check_map(a, "a")
+    _check_map(b, "b")
+    if a.shape[0] != b.shape[0]:
+        raise ValueError("b: batch size does not match a's batch size")
+    b_, _, h, w = a.shape
+    h2, w2 = b.shape[2:]
+    ok, q = _pixel_index(a.reshape(b_, 2, h * w), h2, w2)
+    vals = _carried_values(b.reshape(b_, 2, h2 * w2))
+    out = np.take_along_axis(vals, np.broadcast_to(q[:, None, :], (b_, 2, h * w)), axis=2)
+    return np.where(ok[:, None, :], out, -1).reshape(b_, 2, h, w)
+
+
+try:
+    from copynce_fast import _C
+
+    HAS_CPP: bool = hasattr(_C, "invert_dense") and hasattr(_C, "compose_dense")  # a stale build lacks them
+except ImportError:
+    _C = None
+    HAS_CPP = False
+
+if HAS_CPP:
+    invert_dense = _C.invert_dense
+    compose_dense = _C.compose_dense
+else:
+    invert_dense = invert_dense_py
+    compose_dense = compose_dense_py
