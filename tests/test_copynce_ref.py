@@ -180,3 +180,24 @@ def test_module_rejects_ambiguous_inputs():
         loss(t, t, (c, c), que_to_ori=torch.zeros(1, 2, 8, 8))
     with pytest.raises(ValueError, match="impl"):
         CopyNCELoss(impl="cuda")
+
+
+def test_module_dense_form_follows_the_official_chain():
+    """With an identity reference map, the official chain's q->r counts equal the exact geometry's counts."""
+    from copynce_fast.pixtrace import View, correspondence_map, pack_paths, reference_correspondence
+    from copynce_fast.ops import patch_overlap_from_dense_ref
+
+    rng = np.random.default_rng(5)
+    S = 32
+    qv = [random_view(rng, (S, S), (S, S)) for _ in range(2)]
+    ov = [View((S, S))] * 2
+    que_to_ori = correspondence_map(pack_paths(qv, ov)).double()
+    ref_to_ori = correspondence_map(pack_paths(ov, ov)).double()
+    qt, rt = torch.randn(2, 16, 8), torch.randn(2, 16, 8)
+    loss = CopyNCELoss(gamma=3.0, impl="torch")
+    cqr, crq = loss.counts(qt, rt, que_to_ori=que_to_ori, ref_to_ori=ref_to_ori)
+    assert torch.equal(cqr, patch_overlap_ref(pack_paths(qv, ov), 8))
+    que_to_ref, ref_to_que, _ = reference_correspondence(que_to_ori, ref_to_ori)
+    assert torch.equal(crq, patch_overlap_from_dense_ref(ref_to_que, None, 8))
+    torch.testing.assert_close(loss(qt, rt, que_to_ori=que_to_ori, ref_to_ori=ref_to_ori),
+                               copynce_ref(qt, rt, cqr, crq, gamma=3.0))

@@ -8,7 +8,9 @@
 """
 from copynce_fast.pixtrace import stages
 from copynce_fast.pixtrace.batch import PackedPaths, correspondence_map, map_pixels, pack_pairs, pack_paths
+from copynce_fast.pixtrace.dense import compose_dense, invert_dense, reference_correspondence
 from copynce_fast.pixtrace.view import SNAP, TracePath, View, trace_path
 
 __all__ = ["stages", "View", "TracePath", "trace_path", "SNAP", "PackedPaths", "pack_paths", "pack_pairs",
-           "map_pixels", "correspondence_map"]
+           "map_pixels", "correspondence_map", "invert_dense", "compose_dense",
+           "reference_correspondence"]
