@@ -1,0 +1,90 @@
+"""The ``copynce-fast`` command line: one argparse parser, one module per subcommand.
+
+Each subcommand lives in ``copynce_fast/cli/<name>.py`` and exposes ``add_parser(subparsers)`` (adds its
+sub-parser) and ``run(args) -> int`` (the exit code). Modules import torch, faiss and the models inside
+``run``, so ``copynce-fast --help`` stays fast.
+
+Errors: a bad argument or file is reported as one line ``copynce-fast <cmd>: error: ...`` on stderr with a
+non-zero exit code (2 for usage errors found by argparse, 1 for everything found while running);
+``--debug`` re-raises instead, to get the traceback.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import importlib.util
+import sys
+
+from copynce_fast import __version__
+from copynce_fast.cli._common import CliError, one_line
+
+# Subcommands owned by this package, in --help order.
+COMMANDS = ("extract", "index", "search", "evaluate", "rescore", "compare", "export", "bench")
+# Subcommands registered only when their module exists (owned by the training side).
+OPTIONAL_COMMANDS = ("train", "demo")
+
+
+def _register(subparsers, module_name: str) -> None:
+    module = importlib.import_module(module_name)
+    before = set(subparsers.choices)
+    module.add_parser(subparsers)
+    added = [name for name in subparsers.choices if name not in before]
+    if not added:
+        raise RuntimeError(f"{module_name}.add_parser added no subcommand")
+    for name in added:
+        parser = subparsers.choices[name]
+        parser.set_defaults(_run=module.run, _command=name)
+        if "--debug" not in parser._option_string_actions:  # modules not built on cli._common
+            parser.add_argument("--debug", action="store_true", help="show tracebacks instead of one-line errors")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The full ``copynce-fast`` parser (subcommands included)."""
+    parser = argparse.ArgumentParser(
+        prog="copynce-fast",
+        description="Image copy detection with CopyNCE models: extract descriptors, index, search, evaluate "
+                    "(μAP / RP90), rescore with the matcher, compare two images, export, benchmark.",
+        epilog="Run 'copynce-fast <command> --help' for the options of a command.")
+    parser.add_argument("--version", action="version", version=f"copynce-fast {__version__}")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name in COMMANDS:
+        _register(subparsers, f"copynce_fast.cli.{name}")
+    for name in OPTIONAL_COMMANDS:
+        module_name = f"copynce_fast.cli.{name}"
+        # find_spec says whether the module exists without importing it: an ImportError raised *inside* an
+        # existing module is a bug and must surface, not silently drop the subcommand
+        if importlib.util.find_spec(module_name) is not None:
+            _register(subparsers, module_name)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Parse ``argv`` (default ``sys.argv[1:]``), run the subcommand, return its exit code."""
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as e:  # --help, --version (code 0) and usage errors (code 2, message already printed)
+        return e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+    command = getattr(args, "_command", args.command)
+    debug = bool(getattr(args, "debug", False))
+    try:
+        return int(args._run(args) or 0)
+    except KeyboardInterrupt:
+        if debug:
+            raise
+        print(f"copynce-fast {command}: interrupted", file=sys.stderr)
+        return 130
+    except (CliError, ValueError, OSError) as e:  # bad argument, bad file: the message names it
+        if debug:
+            raise
+        print(f"copynce-fast {command}: error: {one_line(e)}", file=sys.stderr)
+        return 1
+    except Exception as e:  # anything else is unexpected: still one line, with the exception type
+        if debug:
+            raise
+        print(f"copynce-fast {command}: error: {type(e).__name__}: {one_line(e)} "
+              f"(rerun with --debug for the traceback)", file=sys.stderr)
+        return 1
+
+
+__all__ = ["main", "build_parser", "COMMANDS", "OPTIONAL_COMMANDS"]

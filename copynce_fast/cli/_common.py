@@ -1,0 +1,136 @@
+"""Shared pieces of the subcommands: the error type, the common flags, model flags, small parsers.
+
+Nothing here imports torch at module level: ``copynce-fast --help`` must not pay for it.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+
+class CliError(Exception):
+    """A user-facing error; ``main`` prints it as ``copynce-fast <cmd>: error: <message>``."""
+
+
+def one_line(e: BaseException) -> str:
+    """The exception message on one line (multi-line messages are joined)."""
+    text = str(e) if str(e) else type(e).__name__
+    return " ".join(part.strip() for part in text.splitlines() if part.strip())
+
+
+def warn(command: str, message: str) -> None:
+    print(f"copynce-fast {command}: warning: {message}", file=sys.stderr)
+
+
+def info(message: str) -> None:
+    print(message, file=sys.stderr)
+
+
+def add_common_args(parser: argparse.ArgumentParser) -> None:
+    """``--debug`` and ``--no-progress`` on every subcommand."""
+    g = parser.add_argument_group("general")
+    g.add_argument("--debug", action="store_true", help="show tracebacks instead of one-line errors")
+    g.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars")
+
+
+def add_subparser(subparsers, name: str, help: str, description: str | None = None) -> argparse.ArgumentParser:
+    return subparsers.add_parser(name, help=help, description=description or help,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+
+
+def add_model_args(parser: argparse.ArgumentParser, *, dim_default: int = 512) -> None:
+    """Flags that select the model: a checkpoint with its format, or random weights for smoke tests."""
+    g = parser.add_argument_group("model")
+    g.add_argument("--weights", type=Path, default=None,
+                   help="local checkpoint: ours ({'model', 'config'}), an official CopyNCE descriptor/matcher "
+                        "(.pth.tar), or a DINO ViT (.pth)")
+    g.add_argument("--format", dest="weights_format", default="auto", choices=("auto", "ours", "copynce", "dino"),
+                   help="checkpoint layout (default: auto-detected from the keys)")
+    g.add_argument("--random-init", action="store_true", help="random weights (seeded by --seed): smoke tests only")
+    g.add_argument("--arch", default="vit_small", choices=("vit_tiny", "vit_small", "vit_base"),
+                   help="backbone of --random-init (checkpoints carry their own)")
+    g.add_argument("--img-size", type=int, default=None,
+                   help="input side S (images are resized to S×S; default: the checkpoint's, else 224)")
+    g.add_argument("--dim", type=int, default=dim_default, help="descriptor size of --random-init")
+    g.add_argument("--encoder-depth", type=int, default=None,
+                   help="matcher encoder blocks for --random-init / DINO (default 8; vit_tiny 2)")
+    g.add_argument("--seed", type=int, default=0, help="seed of --random-init")
+    g.add_argument("--attn-impl", default="sdpa", choices=("sdpa", "xformers", "math"), help="attention backend")
+    g.add_argument("--device", default="auto", help="auto (CUDA when available) | cpu | cuda | cuda:N")
+    g.add_argument("--amp", default="bf16", choices=("bf16", "none"), help="bf16 autocast on CUDA (ignored on CPU)")
+
+
+def load_model_from_args(args, kind: str | None):
+    """Build the model the model flags describe (``kind``: "descriptor", "matcher" or None = either)."""
+    from copynce_fast.eval.model_io import load_model, resolve_device
+
+    if args.weights is None and not args.random_init:
+        raise CliError("give --weights PATH (a local checkpoint) or --random-init (smoke tests)")
+    if args.weights is not None and args.random_init:
+        raise CliError("--weights and --random-init are mutually exclusive")
+    if args.weights is not None and not args.weights.is_file():
+        raise CliError(f"--weights: no such file: {args.weights}")
+    device = resolve_device(args.device)
+    return load_model(kind, args.weights, fmt=args.weights_format, arch=args.arch, img_size=args.img_size,
+                      dim=args.dim, encoder_depth=args.encoder_depth, random_init=args.random_init,
+                      seed=args.seed, attn_impl=args.attn_impl, device=device)
+
+
+def existing_file(flag: str, path: Path | None) -> Path:
+    if path is None:
+        raise CliError(f"{flag} is required")
+    if not Path(path).exists():
+        raise CliError(f"{flag}: no such file or folder: {path}")
+    return Path(path)
+
+
+def parse_key_values(flag: str, items: list[str] | None, allowed: dict[str, type]) -> dict:
+    """``["alpha=1", "end=5"]`` -> ``{"alpha": 1.0, "end": 5}`` with the types in ``allowed``."""
+    out = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        key = key.strip().replace("-", "_")
+        if not sep:
+            raise CliError(f"{flag}: expected KEY=VALUE, got {item!r}")
+        if key not in allowed:
+            raise CliError(f"{flag}: unknown parameter {key!r}; allowed: {', '.join(sorted(allowed))}")
+        try:
+            out[key] = allowed[key](value)
+        except ValueError:
+            raise CliError(f"{flag}: {key} expects {allowed[key].__name__}, got {value!r}") from None
+    return out
+
+
+def positive_int(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {v}")
+    return v
+
+
+def non_negative_int(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}") from None
+    if v < 0:
+        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {v}")
+    return v
+
+
+def read_features(flag: str, path: Path):
+    """Load a feature file (.npz) or shard directory, with errors that name ``flag`` and the path."""
+    from copynce_fast.eval.features import load_features
+
+    path = existing_file(flag, path)
+    try:
+        feats = load_features(path)
+    except (ValueError, OSError, KeyError) as e:
+        raise CliError(f"{flag} {path}: not a copynce-fast feature file ({one_line(e)})") from None
+    if len(feats.ids) == 0:
+        raise CliError(f"{flag} {path}: holds no descriptors")
+    return feats

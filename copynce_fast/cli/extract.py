@@ -1,0 +1,101 @@
+"""``copynce-fast extract``: descriptors for a folder, a file list or a DISC21 split, resumable."""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from copynce_fast.cli._common import (
+    CliError,
+    add_common_args,
+    add_model_args,
+    add_subparser,
+    info,
+    load_model_from_args,
+    non_negative_int,
+    positive_int,
+    warn,
+)
+
+DESCRIPTION = """\
+Extract L2-normalised global descriptors with a CopyNCE descriptor (or a DINO ViT) and store them with their
+image ids (the file stem, or the 'uuid' column of a CSV list).
+
+Images are resized to S×S (bicubic, aspect ratio not kept) and normalised with the ImageNet mean/std, as the
+reference evaluation does. Unreadable images are skipped, counted and named in a warning (exit code 0).
+Rerunning with the same --out resumes: ids already stored are skipped.
+
+output:
+  --out DIR        a shard directory (index.json + shard_*.npz)
+  --out FILE.npz   one .npz (ids, features, meta JSON); shards go to FILE.npz.parts/ until the end
+
+examples:
+  copynce-fast extract images/ --out refs.npz --weights descriptor_vits_224.pth.tar
+  copynce-fast extract /data/DISC21 --split dev --out dev_queries.npz --weights ckpt.pt --batch-size 256
+  copynce-fast extract list.txt --out feats/ --random-init --arch vit_tiny --img-size 64
+"""
+
+
+def add_extract_args(parser: argparse.ArgumentParser) -> None:
+    """Loader / storage flags shared with ``search`` (which can extract folders itself)."""
+    g = parser.add_argument_group("extraction")
+    g.add_argument("--batch-size", type=positive_int, default=64, help="images per forward pass (default 64)")
+    g.add_argument("--workers", type=non_negative_int, default=4,
+                   help="decoding worker processes (default 4; 0 = decode in the main process)")
+    g.add_argument("--dtype", default="float32", choices=("float32", "float16"), help="storage dtype")
+    g.add_argument("--shard-size", type=positive_int, default=4096,
+                   help="rows per shard file: at most this many are recomputed after a crash")
+
+
+def add_parser(subparsers) -> None:
+    p = add_subparser(subparsers, "extract", "extract descriptors for a folder / file list / DISC21 split",
+                      DESCRIPTION)
+    p.add_argument("source", type=Path, help="image folder (recursive), a .txt/.csv image list, or a DISC21 root "
+                                             "with --split")
+    p.add_argument("--out", type=Path, required=True, help="output: a directory, or a file ending in .npz")
+    p.add_argument("--split", default=None, choices=("val", "dev", "test", "queries", "references", "training"),
+                   help="DISC21 split of the root given as source (val=Q00000-24999, dev=Q25000-49999, "
+                        "test=Q50000-99999)")
+    p.add_argument("--root", type=Path, default=None, help="base folder for relative paths in a list file")
+    p.add_argument("--max-images", type=non_negative_int, default=None,
+                   help="stop after this many new images (resume later by rerunning)")
+    add_extract_args(p)
+    add_model_args(p)
+    add_common_args(p)
+
+
+def list_source(flag: str, source: Path, split: str | None = None, root: Path | None = None):
+    """Images of ``source`` as ImageItems; errors name ``flag`` and the path."""
+    from copynce_fast.eval.images import list_images
+
+    if not source.exists():
+        raise CliError(f"{flag}: no such file or folder: {source}")
+    try:
+        return list_images(source, split=split, root=root)
+    except ValueError as e:
+        raise CliError(f"{flag}: {e}") from None
+
+
+def run_extraction(command: str, args, loaded, items, out: Path, max_images: int | None = None):
+    """Extract ``items`` into ``out`` with the loader flags of ``args``; report skipped images as warnings."""
+    from copynce_fast.eval.extract import extract_features
+
+    result = extract_features(loaded, items, out, batch_size=args.batch_size, num_workers=args.workers,
+                              amp=args.amp, dtype=args.dtype, shard_size=args.shard_size, max_images=max_images,
+                              progress=args.progress)
+    if result.skipped:
+        shown = "; ".join(f"{p} ({r})" for p, r in result.skipped[:5])
+        more = f"; ... {len(result.skipped) - 5} more" if len(result.skipped) > 5 else ""
+        warn(command, f"skipped {len(result.skipped)} unreadable image(s): {shown}{more}")
+    return result
+
+
+def run(args) -> int:
+    items = list_source("source", args.source, args.split, args.root)
+    loaded = load_model_from_args(args, "descriptor")
+    for note in loaded.notes:
+        info(f"note: {note}")
+    result = run_extraction("extract", args, loaded, items, args.out, args.max_images)
+    state = "done" if result.complete else "stopped early (rerun the same command to resume)"
+    info(f"{len(items)} images: {result.already_done} already stored, {result.extracted} extracted, "
+         f"{len(result.skipped)} skipped -> {args.out} [{state}]")
+    return 0

@@ -1,0 +1,152 @@
+"""``copynce-fast search``: top-k references of every query -> predictions CSV (query_id,reference_id,score)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from copynce_fast.cli._common import (
+    CliError,
+    add_common_args,
+    add_model_args,
+    add_subparser,
+    info,
+    load_model_from_args,
+    parse_key_values,
+    positive_int,
+    read_features,
+    warn,
+)
+from copynce_fast.cli.extract import add_extract_args, list_source, run_extraction
+
+DESCRIPTION = """\
+Search the top-k references of every query by inner product (cosine for our L2-normalised descriptors) and
+write the pairs as CSV 'query_id,reference_id,score' (k rows per query, best first).
+
+References come from a feature file (--references, exact search with faiss or torch) or a saved index
+(--index, from 'copynce-fast index'). With --query-images/--reference-images the two folders are first
+extracted (resumable, into --features-dir) with the model flags, then searched: one command.
+
+Score normalisation (--score-norm, needs --aux: descriptors of images known not to be copies, e.g. the DISC21
+training set) subtracts a per-query bias from the query's scores:
+  copynce  mean of the query's 2nd-5th aux similarities, alpha 1  (params: start=1 end=5 alpha=1.0)
+  isc2021  the n-th aux similarity                                (params: n=10 beta=1.0 reduction=min)
+  sscd     mean of aux similarities first..last (inclusive)       (params: first=0 last=2 beta=1.0)
+
+examples:
+  copynce-fast search --queries q.npz --references r.npz --out preds.csv -k 10
+  copynce-fast search --queries q.npz --index refs.index --out preds.csv --score-norm copynce --aux train.npz
+  copynce-fast search --query-images q/ --reference-images r/ --weights ckpt.pt --out preds.csv
+"""
+
+SCORE_NORM_PARAMS = {
+    "copynce": {"start": int, "end": int, "alpha": float},
+    "isc2021": {"n": int, "beta": float, "reduction": str},
+    "sscd": {"first": int, "last": int, "beta": float},
+}
+
+
+def add_parser(subparsers) -> None:
+    p = add_subparser(subparsers, "search", "search query descriptors against references -> predictions CSV",
+                      DESCRIPTION)
+    g = p.add_argument_group("inputs (features, or two image folders)")
+    g.add_argument("--queries", type=Path, default=None, help="query feature file (.npz) or shard directory")
+    g.add_argument("--references", type=Path, default=None, help="reference feature file (exact search)")
+    g.add_argument("--index", type=Path, default=None, help="saved index directory ('copynce-fast index')")
+    g.add_argument("--query-images", type=Path, default=None, help="query image folder / list (extracted first)")
+    g.add_argument("--reference-images", type=Path, default=None, help="reference image folder / list")
+    g.add_argument("--features-dir", type=Path, default=None,
+                   help="where folder inputs are extracted (default: <out stem>_features next to --out)")
+    p.add_argument("--out", type=Path, required=True, help="predictions CSV to write")
+    p.add_argument("-k", "--topk", type=positive_int, default=10, help="references per query (default 10)")
+    p.add_argument("--backend", default="auto", choices=("auto", "faiss", "torch"),
+                   help="exact search backend for --references (default: faiss when installed)")
+    p.add_argument("--nprobe", type=positive_int, default=None, help="IVF lists visited (--index ivf/ivfpq)")
+    s = p.add_argument_group("score normalisation")
+    s.add_argument("--score-norm", default=None, choices=tuple(SCORE_NORM_PARAMS),
+                   help="normalise scores against --aux descriptors")
+    s.add_argument("--aux", type=Path, default=None, help="auxiliary feature file for --score-norm")
+    s.add_argument("--sn-param", action="append", default=None, metavar="KEY=VALUE",
+                   help="score-normalisation parameter (repeatable), e.g. --sn-param alpha=1 --sn-param end=5")
+    add_extract_args(p)
+    add_model_args(p)
+    add_common_args(p)
+
+
+def _features_from_folders(args) -> tuple[Path, Path]:
+    if args.query_images is None or args.reference_images is None:
+        raise CliError("--query-images and --reference-images go together")
+    if args.queries is not None or args.references is not None or args.index is not None:
+        raise CliError("give either image folders (--query-images/--reference-images) or features "
+                       "(--queries with --references or --index), not both")
+    q_items = list_source("--query-images", args.query_images)
+    r_items = list_source("--reference-images", args.reference_images)
+    loaded = load_model_from_args(args, "descriptor")
+    work = args.features_dir or args.out.with_name(args.out.stem + "_features")
+    outs = []
+    for name, items in (("queries", q_items), ("references", r_items)):
+        info(f"extracting {len(items)} {name} -> {work / name}")
+        result = run_extraction("search", args, loaded, items, work / name)
+        if result.extracted + result.already_done == 0:
+            raise CliError(f"no readable {name} image")
+        outs.append(work / name)
+    return outs[0], outs[1]
+
+
+def run(args) -> int:
+    import numpy as np
+
+    from copynce_fast.eval.search import knn, knn_to_predictions, write_predictions_csv
+
+    if args.query_images is not None or args.reference_images is not None:
+        args.queries, args.references = _features_from_folders(args)
+    if args.queries is None:
+        raise CliError("--queries is required (or --query-images with --reference-images)")
+    if (args.references is None) == (args.index is None):
+        raise CliError("give exactly one of --references (feature file) and --index (saved index)")
+    if args.score_norm is None and (args.aux is not None or args.sn_param):
+        raise CliError("--aux / --sn-param need --score-norm")
+    if args.score_norm is not None and args.aux is None:
+        raise CliError(f"--score-norm {args.score_norm} needs --aux FEATURES (non-copy descriptors)")
+    sn_params = parse_key_values("--sn-param", args.sn_param, SCORE_NORM_PARAMS.get(args.score_norm, {}))
+
+    q = read_features("--queries", args.queries)
+    xq = np.asarray(q.features, dtype=np.float32)
+    if args.index is not None:
+        from copynce_fast.eval.index import load_index
+
+        if not args.index.exists():
+            raise CliError(f"--index: no such folder: {args.index}")
+        index = load_index(args.index)
+        ref_ids, ref_model, n_ref = index.ids, index.meta.get("model", ""), len(index.ids)
+        if q.dim != index.dim:
+            raise CliError(f"--queries has {q.dim}-d descriptors, --index {args.index} holds {index.dim}-d")
+    else:
+        r = read_features("--references", args.references)
+        ref_ids, ref_model, n_ref = r.ids, r.meta.get("model", ""), len(r.ids)
+        if q.dim != r.dim:
+            raise CliError(f"--queries has {q.dim}-d descriptors, --references has {r.dim}-d")
+    if ref_model and q.meta.get("model") and ref_model != q.meta.get("model"):
+        warn("search", f"queries and references come from different models ({q.meta.get('model')} vs {ref_model})")
+    k = args.topk
+    if k > n_ref:
+        warn("search", f"-k {k} exceeds the {n_ref} references; using k={n_ref}")
+        k = n_ref
+
+    if args.index is not None:
+        scores, rows = index.search(xq, k, nprobe=args.nprobe)
+    else:
+        scores, rows = knn(xq, np.asarray(r.features, dtype=np.float32), k, metric="ip", backend=args.backend)
+    if args.score_norm is not None:
+        from copynce_fast.eval.score_norm import normalize_scores
+
+        aux = read_features("--aux", args.aux)
+        if aux.dim != q.dim:
+            raise CliError(f"--aux has {aux.dim}-d descriptors, --queries has {q.dim}-d")
+        try:
+            scores = normalize_scores(scores, xq, np.asarray(aux.features, dtype=np.float32), args.score_norm,
+                                      **sn_params)
+        except ValueError as e:
+            raise CliError(f"--score-norm {args.score_norm}: {e}") from None
+    preds = knn_to_predictions(scores, rows, q.ids, ref_ids)
+    write_predictions_csv(args.out, preds)
+    info(f"{len(q.ids)} queries × top-{k} of {n_ref} references -> {len(preds[0])} pairs -> {args.out}")
+    return 0

@@ -1,0 +1,182 @@
+"""Descriptor extraction over a list of images: batched, resumable, bad files counted and skipped.
+
+Output (``out``):
+
+* a directory: a :class:`~copynce_fast.eval.features.FeatureWriter` shard directory (``index.json`` +
+  ``shard_*.npz``), read back by ``load_features(dir)``;
+* a path ending in ``.npz``: shards are written to ``<out>.parts/`` while running and, once every image is
+  done, consolidated into the single ``.npz`` feature file (format in ``eval/features.py``) and the parts
+  folder removed.
+
+Resuming: rerunning with the same output skips the ids already stored (the metadata -- model name, dim,
+img_size, dtype -- must match, else ValueError). An interrupted run loses at most the rows not yet flushed
+to a shard. ``max_images`` stops after that many new images (a clean interruption: the rows are flushed and
+the run can be resumed). Images that fail to decode are skipped and reported, not stored, so a rerun tries
+them again.
+
+Pipeline: a torch ``DataLoader`` decodes and resizes in worker processes (uint8, 4× less to copy than
+float), the main process normalises on the device and runs the descriptor under bf16 autocast on CUDA
+(fp32 on CPU). Descriptors are fp32 unit vectors, stored as ``dtype``.
+"""
+from __future__ import annotations
+
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+from tqdm.auto import tqdm
+
+from copynce_fast.eval.features import FeatureWriter, consolidate, load_features
+from copynce_fast.eval.images import ImageDecodeError, ImageItem, load_image, normalize
+from copynce_fast.eval.model_io import LoadedModel, autocast
+from copynce_fast.models import CopyDescriptor
+
+
+class ImageDataset(Dataset):
+    """``items[i]`` -> ``(i, uint8 [3, S, S])`` or ``(i, reason)`` when the file cannot be decoded."""
+
+    def __init__(self, items: Sequence[ImageItem], size: int,
+                 loader: Callable[[Path, int], torch.Tensor] = load_image):
+        self.items = list(items)
+        self.size = size
+        self.loader = loader
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, i: int):
+        try:
+            return i, self.loader(self.items[i].path, self.size)
+        except ImageDecodeError as e:
+            return i, str(e)
+
+
+def collate_images(batch):
+    """Split decoded images from failures: ``(indices (n,) int64, images uint8 [n,3,S,S] | None,
+    failures [(index, reason)])``."""
+    ok = [(i, x) for i, x in batch if isinstance(x, torch.Tensor)]
+    failures = [(i, x) for i, x in batch if not isinstance(x, torch.Tensor)]
+    idx = torch.tensor([i for i, _ in ok], dtype=torch.int64)
+    images = torch.stack([x for _, x in ok]) if ok else None
+    return idx, images, failures
+
+
+def make_loader(dataset: Dataset, batch_size: int, num_workers: int, pin: bool) -> DataLoader:
+    return DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers,
+                      collate_fn=collate_images, pin_memory=pin, drop_last=False,
+                      prefetch_factor=4 if num_workers > 0 else None)
+
+
+@dataclass
+class ExtractResult:
+    """What an extraction did. ``skipped``: ``(path, reason)`` of undecodable images (not stored)."""
+
+    out: Path
+    total: int
+    already_done: int
+    extracted: int
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+    complete: bool = True
+
+
+def _writer(directory: Path, loaded: LoadedModel, dim: int, dtype: str, shard_size: int,
+            out: Path) -> FeatureWriter:
+    try:
+        return FeatureWriter(directory, model=loaded.name, dim=dim, img_size=loaded.img_size, dtype=dtype,
+                             shard_size=shard_size, extra={"kind": "descriptor"})
+    except ValueError as e:
+        raise ValueError(f"--out {out}: existing features were made differently ({e}); use another --out "
+                         f"or delete it") from None
+
+
+def extract_features(loaded: LoadedModel, items: Sequence[ImageItem], out: str | Path, *, batch_size: int = 64,
+                     num_workers: int = 4, amp: str = "bf16", dtype: str = "float32", shard_size: int = 4096,
+                     max_images: int | None = None, progress: bool = True) -> ExtractResult:
+    """Extract descriptors of ``items`` into ``out`` (see the module docstring), resuming what is there.
+
+    Args:
+        loaded: a descriptor from :func:`copynce_fast.eval.model_io.load_model`.
+        items: the images (ids must be unique).
+        out: shard directory, or a ``.npz`` file path.
+        batch_size, num_workers: loader settings (workers decode in parallel processes).
+        amp: "bf16" (autocast on CUDA) or "none".
+        dtype: storage dtype, "float32" or "float16".
+        shard_size: rows per shard file (the unit of crash safety).
+        max_images: stop after this many new images (None = all).
+        progress: tqdm progress bar.
+
+    Returns:
+        :class:`ExtractResult`.
+    """
+    if not isinstance(loaded.model, CopyDescriptor):
+        raise ValueError(f"extraction needs a descriptor model, got a {loaded.kind}")
+    if batch_size < 1 or num_workers < 0 or shard_size < 1:
+        raise ValueError(f"bad loader settings: batch_size={batch_size}, num_workers={num_workers}, "
+                         f"shard_size={shard_size}")
+    if max_images is not None and max_images < 0:
+        raise ValueError(f"--max-images must be >= 0, got {max_images}")
+    out = Path(out)
+    single = out.suffix == ".npz"
+    directory = out.with_name(out.name + ".parts") if single else out
+    if single and out.is_dir():
+        raise ValueError(f"--out {out}: is a directory; a .npz output must be a file")
+    if not single and out.is_file():
+        raise ValueError(f"--out {out}: is a file; give a directory, or a path ending in .npz")
+    model: CopyDescriptor = loaded.model
+    device = loaded.device
+
+    by_id = {it.id: it for it in items}
+    if len(by_id) != len(items):
+        raise ValueError("items contain duplicate ids")
+    seed = None
+    if single and out.is_file() and not (directory / "index.json").exists():
+        seed = load_features(out)  # a finished .npz: new ids are added through a parts folder
+        for key, want in (("model", loaded.name), ("dim", model.dim), ("img_size", loaded.img_size),
+                          ("dtype", dtype)):
+            if seed.meta.get(key) != want:
+                raise ValueError(f"--out {out}: holds {key}={seed.meta.get(key)!r}, asked {key}={want!r}; use "
+                                 f"another --out or delete it")
+        stored = set(seed.ids.tolist())
+        if all(i in stored for i in by_id):
+            return ExtractResult(out=out, total=len(items), already_done=len(items), extracted=0)
+    writer = _writer(directory, loaded, model.dim, dtype, shard_size, out)
+    if seed is not None:
+        writer.append(seed.ids, seed.features)
+        writer.flush()
+
+    todo_ids = writer.remaining(by_id)
+    already = len(items) - len(todo_ids)
+    if max_images is not None:
+        todo_ids = todo_ids[:max_images]
+    todo = [by_id[i] for i in todo_ids]
+    result = ExtractResult(out=out, total=len(items), already_done=already, extracted=0)
+    failed: set[str] = set()
+
+    if todo:
+        loader = make_loader(ImageDataset(todo, loaded.img_size), batch_size, num_workers, device.type == "cuda")
+        ids = np.asarray([it.id for it in todo])
+        bar = tqdm(total=len(todo), unit="img", desc="extract", disable=not progress, dynamic_ncols=True)
+        with writer, torch.inference_mode():
+            for idx, images, failures in loader:
+                result.skipped.extend((str(todo[i].path), reason) for i, reason in failures)
+                failed.update(todo[i].id for i, _ in failures)
+                if images is not None:
+                    x = normalize(images, device)
+                    with autocast(device, amp):
+                        feat = model(x)["feat"]
+                    # host sync once per batch: the writer needs the rows on the host anyway
+                    writer.append(ids[idx.numpy()], feat.float().cpu())
+                    result.extracted += len(idx)
+                bar.update(len(idx) + len(failures))
+        bar.close()
+
+    # complete = every image is stored or failed to decode in this run (max_images may have cut it short)
+    result.complete = all(i in failed for i in writer.remaining(by_id))
+    if single and result.complete:
+        consolidate(directory, out)
+        shutil.rmtree(directory)
+    return result
