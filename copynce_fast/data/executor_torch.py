@@ -1,0 +1,97 @@
+"""The CPU executor: renders plans with torch (vectorised per image), in DataLoader workers.
+
+``render_plan`` draws one view: the layered warp of geometry.py (exact nearest sampling for tests, bilinear
+with an antialiasing pre-shrink for training), then the plan's photometric ops and occluders in the plan's
+order. Same plan => same pixels (everything random is in the plan's seeds).
+"""
+from __future__ import annotations
+
+from typing import Literal
+
+import numpy as np
+import torch
+
+from copynce_fast.data.geometry import canvas_mask, layer_geometry, sample_bilinear, sample_nearest
+from copynce_fast.data.occluders import composite, render_occluder
+from copynce_fast.data.photometric import apply_photo_op
+from copynce_fast.data.plan import AugmentPlan, Occluder, PhotoOp
+
+__all__ = ["render_geometry", "render_plan", "to_tensor_image"]
+
+Interp = Literal["nearest", "bilinear"]
+
+
+def to_tensor_image(arr: np.ndarray) -> torch.Tensor:
+    """HWC uint8 numpy (RGB) -> [3, H, W] uint8 tensor (no copy when contiguous)."""
+    if arr.ndim != 3 or arr.shape[2] != 3 or arr.dtype != np.uint8:
+        raise ValueError(f"arr: expected an RGB uint8 array [H, W, 3], got {arr.shape} {arr.dtype}")
+    return torch.from_numpy(np.ascontiguousarray(arr)).permute(2, 0, 1)
+
+
+def _sample(image: torch.Tensor, matrix, out_hw, interp: Interp, antialias: bool) -> torch.Tensor:
+    if interp == "nearest":
+        return sample_nearest(image, matrix, out_hw).float()
+    if interp == "bilinear":
+        return sample_bilinear(image, matrix, out_hw, antialias)
+    raise ValueError(f"interp: expected 'nearest' or 'bilinear', got {interp!r}")
+
+
+def render_geometry(plan: AugmentPlan, image: torch.Tensor, other: torch.Tensor | None = None,
+                    interp: Interp = "bilinear", antialias: bool = True) -> torch.Tensor:
+    """The view's pixels before photometric ops: [C, S, S] float32 (0..255 for uint8 input).
+
+    Args:
+        image: the copy's original [C, H, W] (H, W = plan.view.source_hw), any integer or float dtype.
+        other: the overlay's original [C, Ho, Wo] when ``plan.overlay`` is set.
+    """
+    geo = layer_geometry(plan)
+    if tuple(image.shape[1:]) != geo.source_hw:
+        raise ValueError(f"image: expected spatial size {geo.source_hw} (the plan's source), got "
+                         f"{tuple(image.shape[1:])}")
+    hw = geo.out_hw
+    out = _sample(image, geo.copy_matrix, hw, interp, antialias)
+    keep = torch.ones(hw, dtype=torch.bool)
+    for t in geo.copy_tests:
+        keep &= canvas_mask(t, hw)
+    if geo.other_matrix is not None:
+        if other is None or tuple(other.shape[1:]) != geo.other_hw:
+            got = None if other is None else tuple(other.shape[1:])
+            raise ValueError(f"other: the plan composites image {plan.overlay.index} of size {geo.other_hw}, "
+                             f"got {got}")
+        a, b, d, g = geo.weights
+        cover = canvas_mask(geo.cover_test, hw).float()
+        w_copy = (a + b * cover) * keep
+        w_other = d + g * cover
+        out = w_copy * out + w_other * _sample(other, geo.other_matrix, hw, interp, antialias)
+    else:
+        out = out * keep
+    shared = torch.ones(hw, dtype=torch.bool)
+    for t in geo.shared_tests:
+        shared &= canvas_mask(t, hw)
+    return out * shared
+
+
+def render_plan(plan: AugmentPlan, image: torch.Tensor, other: torch.Tensor | None = None,
+                interp: Interp = "bilinear", antialias: bool = True, photometric: bool = True) -> torch.Tensor:
+    """Render one view: geometry, then photometric ops and occluders in plan order.
+
+    Args:
+        plan: the view's plan.
+        image: the copy's original, [3, H, W] uint8.
+        other: the overlay's original [3, Ho, Wo] uint8, when the plan has an overlay.
+        interp: "nearest" (exact; PixTrace's pixel for every pixel) or "bilinear".
+        antialias: pre-shrink the source before a bilinear warp that down-scales by more than 1.5x.
+        photometric: False renders geometry only (and the overlay).
+
+    Returns:
+        [3, S, S] uint8.
+    """
+    img = render_geometry(plan, image, other, interp, antialias).round().clamp(0, 255).to(torch.uint8)
+    if not photometric:
+        return img
+    for op in plan.ops:
+        if isinstance(op, PhotoOp):
+            img = apply_photo_op(img, op)
+        elif isinstance(op, Occluder):
+            img = composite(img, render_occluder(op, plan.out_hw))
+    return img

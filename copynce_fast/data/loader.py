@@ -1,0 +1,222 @@
+"""The torch loader: pairs from an image source, rendered by the CPU executor in DataLoader workers.
+
+Batch dict (every executor yields the same keys):
+    query, reference: [B, 3, S, S] uint8 (``to_device`` makes them normalised bf16/float on the GPU)
+    paths_qr, paths_rq: PackedPaths (pack_pairs of the query / reference views, occluders included)
+    is_copy: [B] bool (False = negative pair)   copynce: [B] bool   source_index: [B] int64 (the reference's)
+    skipped: list of (file, reason) newly found unusable while making this batch
+
+Index order comes from a batch sampler yielding lists of ``PairKey`` (index, epoch, optional query index), so a
+trainer can supply its own order -- e.g. hard-negative pairs (``query_index`` = a mined neighbour) or, for the
+DISC-style descriptor recipe, the anchors' neighbours as extra positive pairs. Each key's plans are seeded by
+(seed, epoch, index, query index). Nothing image-sized crosses the loader except the images and the occluder
+masks inside the PackedPaths.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterator, Sequence
+
+import numpy as np
+import torch
+
+from copynce_fast.data.executor_torch import render_plan, to_tensor_image
+from copynce_fast.data.presets import AugmentConfig
+from copynce_fast.data.sampler import PairPlan, derive_seed, sample_pair
+from copynce_fast.data.sources import ImageSource, SkipCounter
+from copynce_fast.pixtrace.batch import pack_pairs
+
+__all__ = ["PairKey", "EpochBatchSampler", "CopyPairDataset", "collate_pairs", "PairLoader", "plan_pair",
+           "to_device", "IMAGENET_MEAN", "IMAGENET_STD"]
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+_MAX_TRIES = 8
+
+
+@dataclass(frozen=True)
+class PairKey:
+    """What a batch sampler yields per pair."""
+
+    index: int  # source index of the reference (and of the query for a copy)
+    epoch: int = 0
+    query_index: int | None = None  # None: copy with probability positive_rate; else the query's source
+
+
+class EpochBatchSampler:
+    """Batches of PairKeys for one rank: a seeded permutation per epoch, split by rank, full batches only."""
+
+    def __init__(self, num_images: int, batch_size: int, seed: int = 0, shuffle: bool = True, rank: int = 0,
+                 world_size: int = 1):
+        if batch_size < 1 or num_images < 1:
+            raise ValueError(f"batch_size/num_images: must be >= 1, got {batch_size}, {num_images}")
+        if not 0 <= rank < world_size:
+            raise ValueError(f"rank: must be in [0, {world_size}), got {rank}")
+        self.num_images, self.batch_size, self.seed, self.shuffle = num_images, batch_size, seed, shuffle
+        self.rank, self.world_size, self.epoch = rank, world_size, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def __len__(self) -> int:
+        return (self.num_images // self.world_size) // self.batch_size
+
+    def epoch_keys(self, epoch: int) -> list[list[PairKey]]:
+        """This rank's batches for ``epoch`` (every rank gets the same number; the remainder is dropped)."""
+        order = np.arange(self.num_images)
+        if self.shuffle:
+            order = np.random.default_rng(derive_seed(self.seed, epoch, 123)).permutation(self.num_images)
+        per_rank = self.num_images // self.world_size
+        mine = order[self.rank * per_rank:(self.rank + 1) * per_rank]
+        b = self.batch_size
+        return [[PairKey(int(i), epoch) for i in mine[k * b:(k + 1) * b]] for k in range(len(mine) // b)]
+
+    def __iter__(self) -> Iterator[list[PairKey]]:
+        return iter(self.epoch_keys(self.epoch))
+
+
+def plan_pair(source: ImageSource, cfg: AugmentConfig, seed: int, key: PairKey) -> tuple[PairPlan, int]:
+    """The pair for ``key``, skipping unusable images: (plan, substitutions made). Decodes nothing."""
+    n = len(source)
+    for attempt in range(_MAX_TRIES):
+        idx = (key.index + attempt * 7919) % n  # a deterministic substitute for an unusable reference
+        if source.hw(idx) is None:
+            continue
+        qi = key.query_index
+        if qi is not None and (qi == key.index or source.hw(qi) is None):
+            qi = idx if qi == key.index else None
+        return sample_pair(cfg, seed, key.epoch, idx, source.hw, n, qi), attempt
+    raise RuntimeError(f"no usable image found after {_MAX_TRIES} tries from index {key.index}; "
+                       f"skipped so far: {source.skips.skipped}")
+
+
+class CopyPairDataset(torch.utils.data.Dataset):
+    """Map-style dataset: ``ds[PairKey]`` (or an int index) -> one rendered pair (see ``collate_pairs``).
+
+    Args:
+        source: an ImageSource.
+        cfg: the augmentation config (presets.descriptor_preset() / matcher_preset()).
+        seed: global seed; plans depend on (seed, key) only.
+        interp: "bilinear" for training, "nearest" for exact-geometry tests.
+        antialias: antialiased pre-shrink for large down-scales.
+        photometric: False renders geometry (and overlays) only.
+    """
+
+    def __init__(self, source: ImageSource, cfg: AugmentConfig, seed: int = 0, interp: str = "bilinear",
+                 antialias: bool = True, photometric: bool = True):
+        self.source, self.cfg, self.seed = source, cfg, seed
+        self.interp, self.antialias, self.photometric = interp, antialias, photometric
+
+    def __len__(self) -> int:
+        return len(self.source)
+
+    def __getitem__(self, key) -> dict:
+        key = key if isinstance(key, PairKey) else PairKey(int(key))
+        n_known = len(self.source.skips.files)
+        substitutions = 0
+        for _ in range(_MAX_TRIES):
+            pair, subs = plan_pair(self.source, self.cfg, self.seed, key)
+            substitutions += subs
+            images = {}
+            for plan in (pair.query, pair.reference):
+                needed = [plan.source_index] + ([plan.overlay.index] if plan.overlay is not None else [])
+                for i in needed:
+                    if i not in images:
+                        images[i] = self.source.decode(i)
+            if all(v is not None for v in images.values()):
+                break
+            substitutions += 1  # a file failed to decode: it is now marked bad, plan again
+        else:
+            raise RuntimeError(f"could not render a pair for {key} after {_MAX_TRIES} tries")
+        tensors = {i: to_tensor_image(a) for i, a in images.items()}
+
+        def render(plan):
+            other = tensors[plan.overlay.index] if plan.overlay is not None else None
+            return render_plan(plan, tensors[plan.source_index], other, self.interp, self.antialias,
+                               self.photometric)
+
+        qv, rv = pair.traced_views()
+        new_skips = list(self.source.skips.files.items())[n_known:]
+        return {"query": render(pair.query), "reference": render(pair.reference), "query_view": qv,
+                "reference_view": rv, "is_copy": pair.is_copy, "copynce": pair.copynce,
+                "source_index": pair.reference.source_index, "skipped": new_skips, "substitutions": substitutions}
+
+
+def collate_pairs(samples: Sequence[dict]) -> dict:
+    """Stack a list of CopyPairDataset samples into the batch dict (runs inside the workers)."""
+    qv = [s["query_view"] for s in samples]
+    rv = [s["reference_view"] for s in samples]
+    paths_qr, paths_rq = pack_pairs(qv, rv)
+    return {
+        "query": torch.stack([s["query"] for s in samples]),
+        "reference": torch.stack([s["reference"] for s in samples]),
+        "paths_qr": paths_qr,
+        "paths_rq": paths_rq,
+        "is_copy": torch.tensor([s["is_copy"] for s in samples], dtype=torch.bool),
+        "copynce": torch.tensor([s["copynce"] for s in samples], dtype=torch.bool),
+        "source_index": torch.tensor([s["source_index"] for s in samples], dtype=torch.int64),
+        "skipped": [e for s in samples for e in s["skipped"]],
+        "substitutions": sum(s["substitutions"] for s in samples),
+    }
+
+
+def _worker_init(_):
+    torch.set_num_threads(1)  # one core per worker: the parallelism is across workers
+
+
+class PairLoader:
+    """Iterable over batch dicts for one rank; holds the SkipCounter (``loader.skips``) of the whole run.
+
+    Args:
+        source, cfg, seed, interp, antialias, photometric: see CopyPairDataset.
+        batch_size: pairs per batch (per rank).
+        num_workers: DataLoader worker processes (0 = render in this process).
+        batch_sampler: anything iterable over lists of PairKey (default: EpochBatchSampler over the source,
+            sharded by rank / world_size); ``set_epoch`` is forwarded to it when it has one.
+    """
+
+    def __init__(self, source: ImageSource, cfg: AugmentConfig, batch_size: int, num_workers: int = 0,
+                 seed: int = 0, rank: int = 0, world_size: int = 1, batch_sampler=None, interp: str = "bilinear",
+                 antialias: bool = True, photometric: bool = True, prefetch_factor: int | None = None):
+        self.dataset = CopyPairDataset(source, cfg, seed, interp, antialias, photometric)
+        self.batch_sampler = batch_sampler or EpochBatchSampler(len(source), batch_size, seed, True, rank,
+                                                                world_size)
+        self.skips = SkipCounter()
+        source.skips.log = False  # the source (and its copies in workers) stays quiet; self.skips logs once per file
+        kwargs = {} if num_workers == 0 else {"worker_init_fn": _worker_init, "persistent_workers": False,
+                                              "prefetch_factor": prefetch_factor or 2}
+        self.loader = torch.utils.data.DataLoader(self.dataset, batch_sampler=self.batch_sampler,
+                                                  collate_fn=collate_pairs, num_workers=num_workers, **kwargs)
+
+    @property
+    def steps_per_epoch(self) -> int:
+        return len(self.batch_sampler)
+
+    def set_epoch(self, epoch: int) -> None:
+        if hasattr(self.batch_sampler, "set_epoch"):
+            self.batch_sampler.set_epoch(epoch)
+
+    def __len__(self) -> int:
+        return self.steps_per_epoch
+
+    def __iter__(self) -> Iterator[dict]:
+        for batch in self.loader:
+            for name, reason in batch["skipped"]:
+                self.skips.record(name, reason)
+            self.skips.substitutions += batch["substitutions"]
+            yield batch
+
+
+def to_device(batch: dict, device, dtype=torch.bfloat16, mean=IMAGENET_MEAN, std=IMAGENET_STD) -> dict:
+    """Move a batch to ``device``: images normalised to ``dtype`` [B, 3, S, S], paths moved, flags moved."""
+    out = dict(batch)
+    m = torch.tensor(mean, device=device).view(1, 3, 1, 1) * 255
+    s = torch.tensor(std, device=device).view(1, 3, 1, 1) * 255
+    for k in ("query", "reference"):
+        x = batch[k].to(device, non_blocking=True)
+        out[k] = x if x.is_floating_point() else ((x.float() - m) / s).to(dtype)
+    for k in ("paths_qr", "paths_rq"):
+        out[k] = batch[k].to(device)
+    for k in ("is_copy", "copynce", "source_index"):
+        out[k] = batch[k].to(device, non_blocking=True)
+    return out

@@ -1,0 +1,154 @@
+"""Photometric ops: their maths (shared by the executors) and the torch implementations.
+
+Colour ops are affine maps of the RGB vector (0..255), given as [3, 4] matrices ``[M | t]`` so that an executor
+can apply one op (torch, clamping after each like torchvision) or the product of several (DALI's
+``coord_transform``, one clamp at the end):
+- jitter: brightness b (x * b), contrast c (about mid-grey 128; torchvision uses the image's mean grey --
+  a deviation that keeps the op linear and identical in every executor), saturation s (blend with the
+  ITU-R 601 grey), hue h (rotation by 2*pi*h in YIQ space, as DALI's ``hsv``), in the plan's drawn order;
+- grayscale, invert, sepia, channel_shuffle, rgb_shift.
+The reference's "additional" group is albumentations' OneOf of 25 ops; we implement five cheap,
+executor-portable ones (invert, sepia, channel shuffle, RGB shift, Gaussian noise).
+
+Non-linear ops (torch here; DALI in dali.py): pixelize (down-scale by ``ratio``, antialiased, then nearest
+up-scale), shuffle (a seeded ``factor`` fraction of the pixels permuted among themselves), jpeg (PIL encode /
+decode), blur (Gaussian, reflect border), edge (PIL's EDGE_ENHANCE / EDGE_ENHANCE_MORE kernels, clamped
+border), noise (seeded Gaussian).
+"""
+from __future__ import annotations
+
+import io
+import math
+from functools import lru_cache
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from copynce_fast.data.plan import PhotoOp
+
+__all__ = ["LINEAR_KINDS", "colour_matrix", "compose_colour", "edge_kernel", "shuffle_indices", "apply_photo_op"]
+
+LINEAR_KINDS = ("jitter", "grayscale", "invert", "sepia", "channel_shuffle", "rgb_shift")
+_GREY = np.array([0.299, 0.587, 0.114])
+_YIQ = np.array([[0.299, 0.587, 0.114], [0.596, -0.274, -0.322], [0.211, -0.523, 0.312]])
+_SEPIA = np.array([[0.393, 0.769, 0.189], [0.349, 0.686, 0.168], [0.272, 0.534, 0.131]])
+
+
+def _affine(m: np.ndarray, t=(0.0, 0.0, 0.0)) -> np.ndarray:
+    return np.concatenate([np.asarray(m, np.float64), np.asarray(t, np.float64).reshape(3, 1)], axis=1)
+
+
+def _jitter_part(k: int, v: float) -> np.ndarray:
+    if k == 0:  # brightness
+        return _affine(v * np.eye(3))
+    if k == 1:  # contrast about mid-grey
+        return _affine(v * np.eye(3), [(1 - v) * 128.0] * 3)
+    if k == 2:  # saturation: blend with grey
+        return _affine(v * np.eye(3) + (1 - v) * np.outer(np.ones(3), _GREY))
+    a = 2 * math.pi * v  # hue: rotate the chroma plane of YIQ
+    rot = np.array([[1, 0, 0], [0, math.cos(a), -math.sin(a)], [0, math.sin(a), math.cos(a)]])
+    return _affine(np.linalg.inv(_YIQ) @ rot @ _YIQ)
+
+
+def _then(first: np.ndarray, second: np.ndarray) -> np.ndarray:
+    """The affine map ``second(first(x))`` of two [3, 4] maps."""
+    return _affine(second[:, :3] @ first[:, :3], second[:, :3] @ first[:, 3] + second[:, 3])
+
+
+def colour_matrix(op: PhotoOp) -> np.ndarray:
+    """[3, 4] float64 affine colour map of a linear op (kind in LINEAR_KINDS)."""
+    p = op.params
+    if op.kind == "jitter":
+        m = _affine(np.eye(3))
+        for k in (int(v) for v in p[4:8]):
+            m = _then(m, _jitter_part(k, p[k]))
+        return m
+    if op.kind == "grayscale":
+        return _affine(np.outer(np.ones(3), _GREY))
+    if op.kind == "invert":
+        return _affine(-np.eye(3), [255.0] * 3)
+    if op.kind == "sepia":
+        return _affine(_SEPIA)
+    if op.kind == "channel_shuffle":
+        return _affine(np.eye(3)[[int(v) for v in p]])
+    if op.kind == "rgb_shift":
+        return _affine(np.eye(3), p)
+    raise ValueError(f"op: {op.kind!r} is not a linear colour op")
+
+
+def compose_colour(ops) -> np.ndarray:
+    """[3, 4] map of the linear ops among ``ops`` applied in order (the others are skipped)."""
+    m = _affine(np.eye(3))
+    for op in ops:
+        if isinstance(op, PhotoOp) and op.kind in LINEAR_KINDS:
+            m = _then(m, colour_matrix(op))
+    return m
+
+
+def edge_kernel(more: bool) -> np.ndarray:
+    """PIL's EDGE_ENHANCE (more=False) or EDGE_ENHANCE_MORE 3x3 kernel, normalised, float32."""
+    centre, scale = (9.0, 1.0) if more else (10.0, 2.0)
+    k = -np.ones((3, 3), np.float32)
+    k[1, 1] = centre
+    return k / scale
+
+
+@lru_cache(maxsize=64)
+def shuffle_indices(seed: int, n: int, factor: float) -> tuple[np.ndarray, np.ndarray]:
+    """(idx, src) int64: pixels ``idx`` (flat, row-major) take the values of pixels ``src`` (a permutation of idx)."""
+    rng = np.random.default_rng(seed)
+    k = int(round(factor * n))
+    idx = np.sort(rng.choice(n, size=k, replace=False))
+    return idx, idx[rng.permutation(k)]
+
+
+def _gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
+    r = max(1, int(math.ceil(3 * sigma)))
+    t = torch.arange(-r, r + 1, dtype=torch.float32)
+    k = torch.exp(-0.5 * (t / sigma) ** 2)
+    k = k / k.sum()
+    c, h, w = x.shape
+    y = x[None]
+    pad_w, pad_h = min(r, w - 1), min(r, h - 1)
+    y = F.pad(y, (r, r, 0, 0), mode="reflect") if pad_w == r else F.pad(y, (r, r, 0, 0), mode="replicate")
+    y = F.conv2d(y, k.view(1, 1, 1, -1).expand(c, 1, 1, -1).contiguous(), groups=c)
+    y = F.pad(y, (0, 0, r, r), mode="reflect") if pad_h == r else F.pad(y, (0, 0, r, r), mode="replicate")
+    y = F.conv2d(y, k.view(1, 1, -1, 1).expand(c, 1, -1, 1).contiguous(), groups=c)
+    return y[0]
+
+
+def apply_photo_op(img: torch.Tensor, op: PhotoOp) -> torch.Tensor:
+    """Apply one op to img [3, H, W] uint8; returns uint8 [3, H, W]."""
+    c, h, w = img.shape
+    if op.kind in LINEAR_KINDS:
+        m = torch.from_numpy(colour_matrix(op)).float()
+        y = torch.einsum("ij,jhw->ihw", m[:, :3], img.float()) + m[:, 3].view(3, 1, 1)
+        return y.round().clamp(0, 255).to(torch.uint8)
+    if op.kind == "pixelize":
+        sh, sw = max(1, round(h * op.params[0])), max(1, round(w * op.params[0]))
+        small = F.interpolate(img[None].float(), size=(sh, sw), mode="bilinear", antialias=True, align_corners=False)
+        big = F.interpolate(small.round().clamp(0, 255), size=(h, w), mode="nearest-exact")
+        return big[0].to(torch.uint8)
+    if op.kind == "shuffle":
+        idx, src = shuffle_indices(op.seed, h * w, float(op.params[0]))
+        flat = img.reshape(c, -1).clone()
+        flat[:, torch.from_numpy(idx)] = img.reshape(c, -1)[:, torch.from_numpy(src)]
+        return flat.reshape(c, h, w)
+    if op.kind == "jpeg":
+        buf = io.BytesIO()
+        Image.fromarray(img.permute(1, 2, 0).contiguous().numpy()).save(buf, "JPEG", quality=int(op.params[0]))
+        out = np.asarray(Image.open(io.BytesIO(buf.getvalue())).convert("RGB"))
+        return torch.from_numpy(out.copy()).permute(2, 0, 1).contiguous()
+    if op.kind == "blur":
+        return _gaussian_blur(img.float(), float(op.params[0])).round().clamp(0, 255).to(torch.uint8)
+    if op.kind == "edge":
+        k = torch.from_numpy(edge_kernel(bool(op.params[0]))).view(1, 1, 3, 3).expand(c, 1, 3, 3).contiguous()
+        y = F.conv2d(F.pad(img[None].float(), (1, 1, 1, 1), mode="replicate"), k, groups=c)[0]
+        return y.round().clamp(0, 255).to(torch.uint8)
+    if op.kind == "noise":
+        g = torch.Generator().manual_seed(int(op.seed))
+        y = img.float() + float(op.params[0]) * torch.randn(img.shape, generator=g)
+        return y.round().clamp(0, 255).to(torch.uint8)
+    raise ValueError(f"op: unknown photometric op {op.kind!r}")

@@ -1,0 +1,78 @@
+"""Procedural images: extra originals for demos and benchmarks, and coordinate-encoding images for tests.
+
+- ``synthetic_images(n, size, seed)``: gradients, shapes and stripes (no text), deterministic per seed.
+- ``coordinate_image(h, w, tag)``: an RGB uint8 image whose pixels encode their own (row, col) in base 256
+  (value = row * w + col + 1, 0 reserved for "no content"; ``tag`` sets the top bit to tell two images apart).
+  ``decode_coordinates`` inverts it. Used to prove that executors show the pixel PixTrace reports.
+"""
+from __future__ import annotations
+
+import numpy as np
+from PIL import Image, ImageDraw
+
+__all__ = ["synthetic_images", "synthetic_image", "coordinate_image", "decode_coordinates", "TAG_BIT"]
+
+TAG_BIT = 1 << 23
+
+
+def synthetic_image(seed: int, size=(375, 500)) -> np.ndarray:
+    """One procedural RGB image [H, W, 3] uint8: a smooth gradient background with random shapes and stripes."""
+    h, w = size
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    base = np.empty((h, w, 3), np.float32)
+    for c in range(3):
+        fx, fy, ph = rng.uniform(0.5, 4, 2).tolist() + [rng.uniform(0, 2 * np.pi)]
+        base[..., c] = 127 + 100 * np.sin(2 * np.pi * (fx * xx / w + fy * yy / h) + ph)
+    img = Image.fromarray(np.clip(base, 0, 255).astype(np.uint8))
+    draw = ImageDraw.Draw(img)
+    for _ in range(int(rng.integers(4, 12))):
+        x0, y0 = rng.integers(-w // 4, w), rng.integers(-h // 4, h)
+        x1, y1 = x0 + rng.integers(w // 10, w // 2), y0 + rng.integers(h // 10, h // 2)
+        col = tuple(int(v) for v in rng.integers(0, 256, 3))
+        kind = rng.integers(3)
+        if kind == 0:
+            draw.ellipse((x0, y0, x1, y1), fill=col)
+        elif kind == 1:
+            draw.rectangle((x0, y0, x1, y1), fill=col)
+        else:
+            pts = [tuple(int(v) for v in (rng.integers(0, w), rng.integers(0, h))) for _ in range(3)]
+            draw.polygon(pts, fill=col)
+    for _ in range(int(rng.integers(0, 4))):
+        y = int(rng.integers(0, h))
+        draw.line((0, y, w, y + int(rng.integers(-h // 3, h // 3))), fill=tuple(int(v) for v in rng.integers(0, 256, 3)),
+                  width=int(rng.integers(2, 9)))
+    return np.asarray(img)
+
+
+def synthetic_images(n: int, size=(375, 500), seed: int = 0) -> list[np.ndarray]:
+    """``n`` procedural RGB images [H, W, 3] uint8 of ``size`` = (H, W) (or an int for squares)."""
+    if n < 0:
+        raise ValueError(f"n: must be >= 0, got {n}")
+    if isinstance(size, int):
+        size = (size, size)
+    return [synthetic_image(seed * 1_000_003 + i, tuple(size)) for i in range(n)]
+
+
+def coordinate_image(h: int, w: int, tag: bool = False) -> np.ndarray:
+    """RGB uint8 [h, w, 3] with pixel (r, c) = base-256 digits of r * w + c + 1 (+ TAG_BIT if ``tag``)."""
+    if h * w + 1 >= TAG_BIT:
+        raise ValueError(f"h, w: {h}x{w} has too many pixels for a 23-bit coordinate code")
+    v = np.arange(h * w, dtype=np.int64).reshape(h, w) + 1 + (TAG_BIT if tag else 0)
+    return np.stack([(v >> 16) & 255, (v >> 8) & 255, v & 255], axis=-1).astype(np.uint8)
+
+
+def decode_coordinates(img, w: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Invert ``coordinate_image`` on [3, H, W] or [H, W, 3] uint8.
+
+    Returns (row, col, has_content, tagged): row/col int64 (-1 where the pixel is 0 = fill).
+    """
+    a = np.asarray(img).astype(np.int64)
+    if a.shape[0] == 3 and a.shape[-1] != 3:
+        a = np.moveaxis(a, 0, -1)
+    v = (a[..., 0] << 16) | (a[..., 1] << 8) | a[..., 2]
+    tagged = v >= TAG_BIT
+    code = np.where(tagged, v - TAG_BIT, v)
+    has = v > 0
+    idx = code - 1
+    return np.where(has, idx // w, -1), np.where(has, idx % w, -1), has, tagged
