@@ -62,7 +62,10 @@ def main(argv: list[str] | None = None) -> int:
     """Parse ``argv`` (default ``sys.argv[1:]``), run the subcommand, return its exit code."""
     parser = build_parser()
     try:
-        args = parser.parse_args(argv)
+        args, extras = parser.parse_known_args(argv)
+        if extras and not getattr(args, "_accepts_overrides", False):  # only `train` takes --section.field=value
+            parser.error(f"unrecognized arguments: {' '.join(extras)}")
+        args.overrides = extras
     except SystemExit as e:  # --help, --version (code 0) and usage errors (code 2, message already printed)
         return e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
     command = getattr(args, "_command", args.command)

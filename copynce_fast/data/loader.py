@@ -27,7 +27,7 @@ from copynce_fast.data.sources import ImageSource, SkipCounter
 from copynce_fast.pixtrace.batch import pack_pairs
 
 __all__ = ["PairKey", "EpochBatchSampler", "CopyPairDataset", "collate_pairs", "PairLoader", "plan_pair",
-           "to_device", "IMAGENET_MEAN", "IMAGENET_STD"]
+           "to_device", "normalise_images", "IMAGENET_MEAN", "IMAGENET_STD"]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -207,14 +207,22 @@ class PairLoader:
             yield batch
 
 
+def normalise_images(x: torch.Tensor, device, dtype=torch.bfloat16, mean=IMAGENET_MEAN, std=IMAGENET_STD
+                     ) -> torch.Tensor:
+    """uint8 [B, 3, H, W] -> ImageNet-normalised ``dtype`` on ``device`` (float input passes through)."""
+    x = x.to(device, non_blocking=True)
+    if x.is_floating_point():
+        return x
+    m = torch.tensor(mean, device=device).view(1, 3, 1, 1) * 255
+    s = torch.tensor(std, device=device).view(1, 3, 1, 1) * 255
+    return ((x.float() - m) / s).to(dtype)
+
+
 def to_device(batch: dict, device, dtype=torch.bfloat16, mean=IMAGENET_MEAN, std=IMAGENET_STD) -> dict:
     """Move a batch to ``device``: images normalised to ``dtype`` [B, 3, S, S], paths moved, flags moved."""
     out = dict(batch)
-    m = torch.tensor(mean, device=device).view(1, 3, 1, 1) * 255
-    s = torch.tensor(std, device=device).view(1, 3, 1, 1) * 255
     for k in ("query", "reference"):
-        x = batch[k].to(device, non_blocking=True)
-        out[k] = x if x.is_floating_point() else ((x.float() - m) / s).to(dtype)
+        out[k] = normalise_images(batch[k], device, dtype, mean, std)
     for k in ("paths_qr", "paths_rq"):
         out[k] = batch[k].to(device)
     for k in ("is_copy", "copynce", "source_index"):

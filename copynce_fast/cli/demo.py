@@ -1,0 +1,91 @@
+"""``copynce-fast demo``: the main job on the bundled images, end to end on a CPU in minutes.
+
+1. Samples augmented pairs, traces their geometry exactly, computes CopyNCE and draws the traced patch
+   correspondences (``pairs.png``).
+2. Trains the tiny ``demo`` descriptor twice with the same seed: with CopyNCE, and with CopyNCE weight 0.
+3. Evaluates both on held-out edited copies among distractors (μAP / RP90) and prints the comparison.
+"""
+from __future__ import annotations
+
+from copynce_fast.cli._common import add_common_args, add_subparser
+
+
+def add_parser(subparsers) -> None:
+    p = add_subparser(subparsers, "demo", "the main job: trace pairs, train a tiny descriptor with and without "
+                                          "CopyNCE, evaluate both on held-out copies")
+    p.add_argument("--out", default="runs/demo", help="output folder (default: runs/demo)")
+    p.add_argument("--epochs", type=int, default=None, help="training epochs per run (default: the demo preset's)")
+    p.add_argument("--no-ablation", dest="ablation", action="store_false",
+                   help="train only the CopyNCE run (skip the weight-0 comparison)")
+    p.add_argument("--pairs", type=int, default=4, help="pairs drawn in pairs.png (default 4)")
+    p.add_argument("--fresh", action="store_true", help="start over instead of resuming earlier demo runs")
+    add_common_args(p)
+
+
+def _trace_pairs(cfg, out_dir, n: int) -> str:
+    from dataclasses import replace
+
+    import torch
+
+    from copynce_fast import CopyNCELoss
+    from copynce_fast.data.loader import CopyPairDataset, PairKey, collate_pairs
+    from copynce_fast.ops import patch_overlap
+    from copynce_fast.train.data import augment_config, open_source
+    from copynce_fast.viz import pair_panel, save_panels
+
+    source = open_source(cfg.data.source, 0, cfg.run.seed)  # the bundled photos only
+    ds = CopyPairDataset(source, replace(augment_config(cfg), size=128), seed=cfg.run.seed + 1)  # big enough to see
+    batch = collate_pairs([ds[PairKey(i, 0)] for i in range(min(n, len(source)))])
+    counts_qr = patch_overlap(batch["paths_qr"], 16)
+    counts_rq = patch_overlap(batch["paths_rq"], 16)
+    loss = CopyNCELoss(cfg.loss.copynce_scale, cfg.loss.copynce_gamma, cfg.loss.copynce_lamb)
+    L = counts_qr.shape[1]
+    tokens = torch.randn(2, len(counts_qr), L, 32, generator=torch.Generator().manual_seed(0))
+    value = loss(tokens[0], tokens[1], (counts_qr, counts_rq)).item()
+    panels, titles = [], []
+    for b in range(len(counts_qr)):
+        valid = 1 - counts_qr[b, :, -1].sum().item() / counts_qr[b].sum().item()
+        panels.append(pair_panel(batch["query"][b], batch["reference"][b], counts_qr[b], 16))
+        titles.append(f"pair {b}: query | reference  ({100 * valid:.0f}% of query pixels traced to the reference)")
+    path = save_panels(panels, out_dir / "pairs.png", titles)
+    return f"traced {len(counts_qr)} pairs -> {path} (CopyNCE of random tokens on them: {value:.3f})"
+
+
+def run(args) -> int:
+    from dataclasses import replace
+    from pathlib import Path
+
+    from copynce_fast.cli._common import info
+    from copynce_fast.config import get_preset
+    from copynce_fast.eval.plots import write_json_report
+    from copynce_fast.train import train
+
+    out = Path(args.out)
+    base = get_preset("demo")
+    base = replace(base, run=replace(base.run, progress=args.progress, resume=not args.fresh),
+                   optim=replace(base.optim, epochs=args.epochs or base.optim.epochs))
+    out.mkdir(parents=True, exist_ok=True)
+    info(_trace_pairs(base, out, args.pairs))
+    runs = {"copynce": base}
+    if args.ablation:
+        runs["no_copynce"] = replace(base, loss=replace(base.loss, copynce_weight=0.0))
+    results = {}
+    for name, cfg in runs.items():
+        info(f"== training '{name}' (loss.copynce_weight={cfg.loss.copynce_weight}) ==")
+        res = train(replace(cfg, run=replace(cfg.run, out_dir=str(out / name))))
+        results[name] = res.metrics
+    rows = []
+    for name, m in results.items():
+        rp90 = "n/a" if m.recall_at_p90 is None else f"{m.recall_at_p90:.3f}"
+        rows.append(f"| {name:<11} | {m.uap:.3f} | {rp90:>5} | {m.recall_at_k[1]:.3f} |")
+    print("\nHeld-out edited copies of the training originals, among as many distractors:")
+    print("| run         |  μAP  | RP90  | recall@1 |\n|---|---|---|---|")
+    print("\n".join(rows))
+    if "no_copynce" in results:
+        a, b = results["copynce"].uap, results["no_copynce"].uap
+        verdict = "CopyNCE helps" if a > b else "CopyNCE does NOT help at this tiny scale"
+        print(f"\nμAP with CopyNCE {a:.3f} vs without {b:.3f}: {verdict} (one seed; differences of a few "
+              f"points are within seed noise at this size)")
+    write_json_report(out / "summary.json", {k: v for k, v in results.items()})
+    print(f"summary: {out / 'summary.json'}; loss curves: {out}/*/loss_curves.png; pairs: {out / 'pairs.png'}")
+    return 0
