@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image, ImageDraw
 
-__all__ = ["synthetic_images", "synthetic_image", "coordinate_image", "decode_coordinates", "TAG_BIT"]
+__all__ = ["synthetic_images", "synthetic_image", "coordinate_image", "decode_coordinates", "check_geometry", "TAG_BIT"]
 
 TAG_BIT = 1 << 23
 
@@ -76,3 +76,46 @@ def decode_coordinates(img, w: int) -> tuple[np.ndarray, np.ndarray, np.ndarray,
     has = v > 0
     idx = code - 1
     return np.where(has, idx // w, -1), np.where(has, idx % w, -1), has, tagged
+
+
+def _erode(mask: np.ndarray) -> np.ndarray:
+    """Pixels whose 3x3 neighbourhood lies inside ``mask`` (outside the canvas counts as outside the mask)."""
+    p = np.pad(mask, 1, constant_values=False)
+    h, w = mask.shape
+    out = np.ones_like(mask)
+    for dy in range(3):
+        for dx in range(3):
+            out &= p[dy:dy + h, dx:dx + w]
+    return out
+
+
+def check_geometry(rendered, view, tag: bool = False) -> dict:
+    """Compare a rendering of ``coordinate_image(*view.source_hw, tag)`` through ``view`` with PixTrace.
+
+    Args:
+        rendered: [3, H, W] (or [H, W, 3]) uint8, rendered with nearest sampling and no photometric op.
+        view: the pixtrace View it was rendered through (its occluded pixels are left out of the comparison).
+        tag: the coordinate image's tag (to tell the copy from an overlay image).
+
+    Returns:
+        dict with ``interior`` (pixels valid in PixTrace and not within 1 px of an invalid pixel or the canvas
+        edge), ``exact`` / ``within1`` (fractions of the interior showing exactly / within one pixel the original
+        pixel PixTrace reports) and ``leaked`` (pixels deep inside PixTrace's invalid region that show this image).
+    """
+    import torch
+    from copynce_fast.pixtrace import View, correspondence_map, pack_paths
+    geo = View(view.source_hw, view.stages)
+    exp = correspondence_map(pack_paths([geo], [View(view.source_hw)], dtype=torch.float64))[0].numpy()
+    row, col, has, tagged = decode_coordinates(rendered, view.source_hw[1])
+    mine = has & (tagged == tag)
+    valid = exp[0] >= 0
+    if view.occluder is not None:
+        valid &= ~view.occluder  # occluded pixels show something else by design
+    interior = _erode(valid)
+    n = int(interior.sum())
+    dr, dc = np.abs(row - exp[0]), np.abs(col - exp[1])
+    exact = (dr == 0) & (dc == 0) & mine
+    near = (dr <= 1) & (dc <= 1) & mine
+    return {"interior": n, "exact": float(exact[interior].mean()) if n else 1.0,
+            "within1": float(near[interior].mean()) if n else 1.0,
+            "leaked": int((mine & _erode(~valid)).sum())}
