@@ -85,7 +85,7 @@ class RunConfig:
     compile: bool = True  # torch.compile the model on CUDA
     log_every: int = 20  # steps between logged (synchronising) loss reads
     ckpt_every: int = 500  # steps between checkpoints (also at every epoch end)
-    max_steps: int = 0  # stop after this many steps (0 = run all epochs)
+    max_steps: int = 0  # stop after this many steps without changing the schedule (0 = run all epochs)
     resume: bool = True  # resume from out_dir/checkpoint.pt when present
     eval_after: bool = True  # evaluate on held-out copies after training
     progress: bool = True  # tqdm progress bar

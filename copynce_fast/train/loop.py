@@ -105,9 +105,9 @@ def train(cfg: Config) -> TrainResult:
     if not 0 < steps_per_epoch <= len(sampler):
         raise ValueError(f"optim.steps_per_epoch: must be in [1, {len(sampler)}] (batches per epoch), "
                          f"got {steps_per_epoch}")
-    total_steps = steps_per_epoch * cfg.optim.epochs
-    if cfg.run.max_steps:
-        total_steps = min(total_steps, cfg.run.max_steps)
+    total_steps = steps_per_epoch * cfg.optim.epochs  # the schedule's length
+    # run.max_steps stops early without changing the schedule, exactly like a killed run
+    stop_at = min(total_steps, cfg.run.max_steps) if cfg.run.max_steps else total_steps
     warmup = int(round(cfg.optim.warmup_epochs * steps_per_epoch))
 
     step = 0
@@ -126,7 +126,7 @@ def train(cfg: Config) -> TrainResult:
     if main:
         out_dir.mkdir(parents=True, exist_ok=True)
         save_json(cfg, out_dir / "config.json")
-    logger = RunLogger(out_dir, enabled=main, total_steps=total_steps, start_step=step, progress=cfg.run.progress)
+    logger = RunLogger(out_dir, enabled=main, total_steps=stop_at, start_step=step, progress=cfg.run.progress)
     logger.info(f"{cfg.model.kind} {cfg.model.arch}@{cfg.model.img_size} | {data.num_items} images | "
                 f"{steps_per_epoch} steps/epoch x {cfg.optim.epochs} epochs = {total_steps} steps | "
                 f"lr {lr:.3g} = {cfg.optim.base_lr:g} * sqrt({cfg.optim.lr_scaling_batch or cfg.data.batch_size} * "
@@ -152,10 +152,10 @@ def train(cfg: Config) -> TrainResult:
     model.train()
     sums: dict[str, torch.Tensor] = {}
     count, t_last, images_since = 0, time.perf_counter(), 0
-    while step < total_steps:
+    while step < stop_at:
         epoch, in_epoch = divmod(step, steps_per_epoch)
         sampler.set_epoch(epoch, in_epoch)
-        epoch_end = min((epoch + 1) * steps_per_epoch, total_steps)
+        epoch_end = min((epoch + 1) * steps_per_epoch, stop_at)
         for batch in data.batches():
             cur_lr = lr_at(step, total_steps, warmup, lr, cfg.optim.min_lr)
             for g in opt.param_groups:
@@ -172,7 +172,7 @@ def train(cfg: Config) -> TrainResult:
             count += 1
             images_since += 2 * batch["query"].shape[0] * dist_info.world_size
             logger.advance()
-            if step % cfg.run.log_every == 0 or step == total_steps:
+            if step % cfg.run.log_every == 0 or step == stop_at:
                 # Host sync: once per logging interval, to read the averaged losses.
                 row = {k: all_reduce_mean(v / count).item() for k, v in sums.items()}
                 dt = time.perf_counter() - t_last
@@ -184,13 +184,13 @@ def train(cfg: Config) -> TrainResult:
                     raise NonFiniteLossError(f"non-finite loss at step {step} ({row}); stopping. {note}")
                 logger.log(row)
                 sums, count, t_last, images_since = {}, 0, time.perf_counter(), 0
-            if step % cfg.run.ckpt_every == 0 and step < total_steps:
+            if step % cfg.run.ckpt_every == 0 and step < stop_at:
                 checkpoint()
             if step >= epoch_end:
                 break
         if step < epoch_end:
             raise RuntimeError(f"the loader ran out of batches at step {step}, before the epoch ended at {epoch_end}")
-        if step % steps_per_epoch == 0 and step < total_steps:
+        if step % steps_per_epoch == 0 and step < stop_at:
             checkpoint()  # end of an epoch
     path = checkpoint()
     logger.close()
