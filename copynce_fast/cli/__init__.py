@@ -61,6 +61,11 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Parse ``argv`` (default ``sys.argv[1:]``), run the subcommand, return its exit code."""
     parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    passthrough: list[str] = []
+    if argv[:1] == ["bench"] and "--" in argv:  # the benchmark script's own arguments follow "--"
+        cut = argv.index("--")
+        argv, passthrough = argv[:cut], argv[cut + 1:]
     try:
         args, extras = parser.parse_known_args(argv)
         if extras and not getattr(args, "_accepts_overrides", False):  # only `train` takes --section.field=value
@@ -69,6 +74,8 @@ def main(argv: list[str] | None = None) -> int:
     except SystemExit as e:  # --help, --version (code 0) and usage errors (code 2, message already printed)
         return e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
     command = getattr(args, "_command", args.command)
+    if passthrough:
+        args.script_args = passthrough
     debug = bool(getattr(args, "debug", False))
     try:
         return int(args._run(args) or 0)

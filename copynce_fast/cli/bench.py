@@ -1,7 +1,6 @@
 """``copynce-fast bench``: run a benchmark script of the repository's ``benchmarks/`` folder."""
 from __future__ import annotations
 
-import argparse
 import subprocess
 import sys
 from pathlib import Path
@@ -35,11 +34,12 @@ examples:
 
 def add_parser(subparsers) -> None:
     p = add_subparser(subparsers, "bench", "run a benchmark script (benchmarks/bench_*.py)", DESCRIPTION)
+    p.usage = "copynce-fast bench [-h] [--quick] [--benchmarks-dir DIR] [--debug] name [-- SCRIPT_ARGS ...]"
     p.add_argument("name", help=f"benchmark: {', '.join(SCRIPTS)}")
     p.add_argument("--quick", action="store_true", help="tiny CPU smoke configuration")
     p.add_argument("--benchmarks-dir", type=Path, default=None,
                    help="benchmarks folder (default: <repo>/benchmarks next to the installed package)")
-    p.add_argument("script_args", nargs=argparse.REMAINDER, help="arguments passed to the script (after --)")
+    p.set_defaults(script_args=[])  # filled by cli.main from the arguments after "--"
     add_common_args(p)
 
 
@@ -68,8 +68,6 @@ def run(args) -> int:
     folder = benchmarks_dir(args.benchmarks_dir)
     script = resolve_script(args.name, folder)
     extra = list(args.script_args)
-    if extra[:1] == ["--"]:
-        extra = extra[1:]
     cmd = [sys.executable, str(script), *(["--quick"] if args.quick else []), *extra]
     info(f"running {' '.join(cmd)}")
     return subprocess.run(cmd, cwd=folder.parent).returncode
