@@ -25,7 +25,10 @@ def to_tensor_image(arr: np.ndarray) -> torch.Tensor:
     """HWC uint8 numpy (RGB) -> [3, H, W] uint8 tensor (no copy when contiguous)."""
     if arr.ndim != 3 or arr.shape[2] != 3 or arr.dtype != np.uint8:
         raise ValueError(f"arr: expected an RGB uint8 array [H, W, 3], got {arr.shape} {arr.dtype}")
-    return torch.from_numpy(np.ascontiguousarray(arr)).permute(2, 0, 1)
+    arr = np.ascontiguousarray(arr)
+    if not arr.flags.writeable:  # torch refuses read-only memory (PIL's arrays are)
+        arr = arr.copy()
+    return torch.from_numpy(arr).permute(2, 0, 1)
 
 
 def _sample(image: torch.Tensor, matrix, out_hw, interp: Interp, antialias: bool) -> torch.Tensor:

@@ -42,7 +42,7 @@ def synthetic_image(seed: int, size=(375, 500)) -> np.ndarray:
         y = int(rng.integers(0, h))
         draw.line((0, y, w, y + int(rng.integers(-h // 3, h // 3))), fill=tuple(int(v) for v in rng.integers(0, 256, 3)),
                   width=int(rng.integers(2, 9)))
-    return np.asarray(img)
+    return np.array(img)
 
 
 def synthetic_images(n: int, size=(375, 500), seed: int = 0) -> list[np.ndarray]:
