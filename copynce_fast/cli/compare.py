@@ -48,7 +48,8 @@ def add_parser(subparsers) -> None:
 
 def run(args) -> int:
     from copynce_fast.eval.compare import compare, render_comparison
-    from copynce_fast.eval.images import ImageDecodeError, decode_image, preprocess
+    from copynce_fast.data.sources import BadImage
+    from copynce_fast.eval.images import decode_image, preprocess
 
     images = []
     for flag, path in (("query", args.query), ("reference", args.reference)):
@@ -56,7 +57,7 @@ def run(args) -> int:
             raise CliError(f"{flag}: no such file: {path}")
         try:
             images.append(decode_image(path))
-        except ImageDecodeError as e:
+        except BadImage as e:
             raise CliError(f"{flag} {path}: cannot decode ({e})") from None
     if args.panel < 32:
         raise CliError(f"--panel must be at least 32 pixels, got {args.panel}")

@@ -31,7 +31,8 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from copynce_fast.eval.features import FeatureWriter, consolidate, load_features
-from copynce_fast.eval.images import ImageDecodeError, ImageItem, load_image, normalize
+from copynce_fast.data.sources import BadImage
+from copynce_fast.eval.images import ImageItem, load_image, normalize
 from copynce_fast.eval.model_io import LoadedModel, autocast
 from copynce_fast.models import CopyDescriptor
 
@@ -51,7 +52,7 @@ class ImageDataset(Dataset):
     def __getitem__(self, i: int):
         try:
             return i, self.loader(self.items[i].path, self.size)
-        except ImageDecodeError as e:
+        except BadImage as e:
             return i, str(e)
 
 

@@ -1,11 +1,11 @@
-"""Image listing, decoding and the evaluation preprocessing (minimal; to be merged with ``data/sources.py``).
+"""Image listing for evaluation and the evaluation preprocessing, on top of ``copynce_fast.data.sources``.
 
 Sources (:func:`list_images`):
 
-* a folder: every image file below it (recursive; extensions in ``IMAGE_EXTENSIONS``, case-insensitive),
-  sorted by relative path; the id is the file stem (``Q25000.jpg`` -> ``Q25000``);
-* a file list ``.txt`` / ``.lst``: one path per line (relative paths are relative to ``root``, default the
-  list's folder; blank lines and ``#`` comments skipped);
+* a folder: every image below it (recursive, :func:`copynce_fast.data.sources.folder_source`), sorted by path;
+  the id is the file stem (``Q25000.jpg`` -> ``Q25000``);
+* a file list ``.txt`` / ``.lst``: one path per line (:func:`~copynce_fast.data.sources.file_list_source`;
+  relative paths against ``root``, default the list's folder);
 * a CSV with a ``path`` column and optionally ``uuid`` or ``id`` (the DISC21 ``isc_*_query.csv`` files:
   ``uuid,path`` relative to the DISC21 root, given as ``root``);
 * a DISC21 root with a split: ``val`` (Q00000-Q24999), ``dev`` (Q25000-Q49999), ``test`` (Q50000-Q99999),
@@ -13,11 +13,12 @@ Sources (:func:`list_images`):
 
 Ids must be unique (two files with the same stem are an error naming both).
 
-Decoding (:func:`decode_image`) follows the reference evaluation (``Image.open(path).convert("RGB")``, no EXIF
-rotation, alpha dropped) and makes the corner cases explicit: CMYK / palette / grey / alpha modes are converted
-to RGB; 16- and 32-bit grey images are scaled to 8 bits (``convert`` would clip them to white); unreadable,
-truncated and decompression-bomb files raise :class:`ImageDecodeError` with the reason, which callers count and
-skip.
+Decoding is the project's one decoder, :func:`copynce_fast.data.sources.decode_bytes`: unreadable, truncated,
+too small (< 16 px a side) or too large (> 89 Mpx) files raise :class:`~copynce_fast.data.sources.BadImage`
+with the reason, which callers count and skip; CMYK / grey / palette / 16-bit are converted to RGB,
+transparency is composited over white and EXIF orientation applied. (The reference evaluation calls
+``Image.open(path).convert("RGB")``: alpha dropped, no EXIF rotation. We use the training decoder's rules
+so that training and evaluation see the same pixels.)
 
 Preprocessing (:func:`preprocess`) as REFERENCE §7.2: resize to S×S (PIL bicubic, aspect ratio not kept), then
 (on the device, :func:`normalize`) /255 and ImageNet mean/std.
@@ -32,31 +33,32 @@ import numpy as np
 import torch
 from PIL import Image
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm")
+from copynce_fast.data.sources import (
+    IMAGE_EXTENSIONS,
+    BadImage,
+    DecodeLimits,
+    decode_bytes,
+    disc21_source,
+    file_list_source,
+    folder_source,
+)
+
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-DISC21_SPLITS = {  # split -> (folder, id prefix, first number, end number or None = all)
-    "val": ("query_images", "Q", 0, 25_000),
-    "dev": ("query_images", "Q", 25_000, 50_000),
-    "test": ("query_images", "Q", 50_000, 100_000),
-    "queries": ("query_images", "Q", 0, None),
-    "references": ("reference_images", "R", 0, None),
-    "training": ("training_images", "T", 0, None),
+DISC21_SPLITS = {  # split -> (sources.disc21_source split, first query number, end number or None = all)
+    "val": ("queries", 0, 25_000),
+    "dev": ("queries", 25_000, 50_000),
+    "test": ("queries", 50_000, 100_000),
+    "queries": ("queries", 0, None),
+    "references": ("references", 0, None),
+    "training": ("train", 0, None),
 }
-
-
-class ImageDecodeError(Exception):
-    """An image file that cannot be turned into RGB pixels; the message says why."""
 
 
 @dataclass(frozen=True)
 class ImageItem:
     id: str
     path: Path
-
-
-def _is_image(p: Path) -> bool:
-    return p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file()
 
 
 def _unique(items: list[ImageItem], what: str) -> list[ImageItem]:
@@ -84,13 +86,10 @@ def _from_list_file(path: Path, root: Path | None) -> list[ImageItem]:
                 p = p if p.is_absolute() else base / p
                 items.append(ImageItem(row[id_col] if id_col and row[id_col] else p.stem, p))
     else:
-        for line in path.read_text().splitlines():
-            line = line.strip()
-            if not line or line.startswith("#"):
-                continue
-            p = Path(line)
-            p = p if p.is_absolute() else base / p
-            items.append(ImageItem(p.stem, p))
+        try:
+            items = [ImageItem(Path(p).stem, Path(p)) for p in file_list_source(path, base).paths]
+        except ValueError:
+            items = []  # an empty list: reported by list_images
     return items
 
 
@@ -115,67 +114,41 @@ def list_images(source: str | Path, *, split: str | None = None, root: str | Pat
     if split is not None:
         if split not in DISC21_SPLITS:
             raise ValueError(f"--split must be one of {tuple(DISC21_SPLITS)}, got {split!r}")
-        folder, prefix, first, end = DISC21_SPLITS[split]
-        d = source / folder
-        if not d.is_dir():
-            raise ValueError(f"{source} is not a DISC21 root: no folder {folder}/ (needed by split {split!r})")
-        items = []
-        for p in sorted(d.iterdir()):
-            if not _is_image(p) or not p.stem.startswith(prefix) or not p.stem[1:].isdigit():
-                continue
-            n = int(p.stem[1:])
-            if n >= first and (end is None or n < end):
-                items.append(ImageItem(p.stem, p))
+        sub, first, end = DISC21_SPLITS[split]
+        try:
+            paths = disc21_source(source, sub).paths
+        except ValueError as e:
+            raise ValueError(f"{source} is not a DISC21 root with images for split {split!r} ({e})") from None
+        items = [ImageItem(Path(p).stem, Path(p)) for p in paths]
+        if end is not None:  # query id ranges of the val / dev / test splits
+            items = [it for it in items if it.id[1:].isdigit() and first <= int(it.id[1:]) < end]
         what = f"{source} split {split}"
     elif source.is_dir():
-        files = sorted((p for p in source.rglob("*") if _is_image(p)), key=lambda p: p.relative_to(source).as_posix())
-        items = [ImageItem(p.stem, p) for p in files]
+        try:
+            paths = folder_source(source).paths
+        except ValueError:
+            raise ValueError(f"{source}: no images found (extensions {', '.join(IMAGE_EXTENSIONS)})") from None
+        items = [ImageItem(Path(p).stem, Path(p)) for p in paths]
         what = str(source)
     else:
         items = _from_list_file(source, Path(root) if root is not None else None)
         what = str(source)
     if not items:
-        raise ValueError(f"{what}: no images found (extensions {', '.join(IMAGE_EXTENSIONS)})")
+        raise ValueError(f"{what}: no images found")
     return _unique(items, what)
 
 
-def _to_rgb(img: Image.Image) -> Image.Image:
-    if img.mode == "RGB":
-        return img
-    if img.mode.startswith("I;16") or img.mode in ("I", "F"):
-        # high bit-depth grey: convert("RGB") would clip everything above 255 to white
-        a = np.asarray(img).astype(np.float64)
-        peak = float(a.max(initial=0))
-        if img.mode.startswith("I;16") or peak > 255:
-            top = 65535.0
-        else:
-            top = 1.0 if (img.mode == "F" and peak <= 1.0) else 255.0
-        a8 = np.clip(np.rint(a * (255.0 / top)), 0, 255).astype(np.uint8)
-        return Image.fromarray(a8, "L").convert("RGB")
-    return img.convert("RGB")  # CMYK, P, L, LA, RGBA, YCbCr ...: PIL's conversions (alpha dropped)
-
-
-def decode_image(path: str | Path) -> Image.Image:
-    """Decode ``path`` to an RGB PIL image.
+def decode_image(path: str | Path, limits: DecodeLimits = DecodeLimits()) -> Image.Image:
+    """Decode ``path`` to an RGB PIL image with the project decoder.
 
     Raises:
-        ImageDecodeError: missing, unreadable, truncated or oversized file, or an empty image (reason in the
-            message).
+        BadImage: missing, unreadable, truncated, too small or too large file (reason in the message).
     """
-    path = Path(path)
     try:
-        with Image.open(path) as img:  # PIL refuses > 179 Mpx (DecompressionBombError), warns above 89 Mpx
-            img.load()
-            rgb = _to_rgb(img)
-    except FileNotFoundError:
-        raise ImageDecodeError("file not found") from None
-    except Image.DecompressionBombError as e:
-        raise ImageDecodeError(f"too large ({e})") from None
-    except (OSError, ValueError, SyntaxError, EOFError, TypeError, IndexError) as e:
-        raise ImageDecodeError(f"{type(e).__name__}: {e}") from None
-    if rgb.width < 1 or rgb.height < 1:
-        raise ImageDecodeError(f"empty image {rgb.width}x{rgb.height}")
-    return rgb
+        data = Path(path).read_bytes()
+    except OSError as e:
+        raise BadImage(f"cannot read ({e.strerror or e})") from None
+    return Image.fromarray(decode_bytes(data, limits))
 
 
 def preprocess(img: Image.Image, size: int) -> torch.Tensor:
@@ -185,7 +158,7 @@ def preprocess(img: Image.Image, size: int) -> torch.Tensor:
 
 
 def load_image(path: str | Path, size: int) -> torch.Tensor:
-    """:func:`decode_image` + :func:`preprocess`: uint8 ``[3, S, S]``; raises :class:`ImageDecodeError`."""
+    """:func:`decode_image` + :func:`preprocess`: uint8 ``[3, S, S]``; raises :class:`BadImage`."""
     return preprocess(decode_image(path), size)
 
 

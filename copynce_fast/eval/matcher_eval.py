@@ -30,7 +30,8 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
-from copynce_fast.eval.images import ImageDecodeError, decode_image, normalize, preprocess
+from copynce_fast.data.sources import BadImage
+from copynce_fast.eval.images import decode_image, normalize, preprocess
 from copynce_fast.eval.local_verification import N_QUERY_VIEWS, PAIR_VIEWS, render_views
 from copynce_fast.eval.model_io import LoadedModel, autocast
 from copynce_fast.models import CopyMatcher
@@ -66,7 +67,7 @@ class _ViewDataset(Dataset):
         path, side = self.loads[i]
         try:
             img = decode_image(path)
-        except ImageDecodeError as e:
+        except BadImage as e:
             return i, str(e)
         views = render_views(img, side) if self.lv else [img]
         return i, torch.stack([preprocess(v, self.size) for v in views])
