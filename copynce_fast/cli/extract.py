@@ -41,6 +41,9 @@ def add_extract_args(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--batch-size", type=positive_int, default=64, help="images per forward pass (default 64)")
     g.add_argument("--workers", type=non_negative_int, default=4,
                    help="decoding worker processes (default 4; 0 = decode in the main process)")
+    g.add_argument("--loader", default="auto", choices=("auto", "torch", "dali"),
+                   help="image decoding: torch (PIL in worker processes), dali (NVIDIA DALI, GPU decode on CUDA), "
+                        "auto = dali on CUDA when installed, else torch")
     g.add_argument("--dtype", default="float32", choices=("float32", "float16"), help="storage dtype")
     g.add_argument("--shard-size", type=positive_int, default=4096,
                    help="rows per shard file: at most this many are recomputed after a crash")
@@ -81,7 +84,7 @@ def run_extraction(command: str, args, loaded, items, out: Path, max_images: int
 
     result = extract_features(loaded, items, out, batch_size=args.batch_size, num_workers=args.workers,
                               amp=args.amp, dtype=args.dtype, shard_size=args.shard_size, max_images=max_images,
-                              progress=args.progress)
+                              progress=args.progress, loader=args.loader)
     if result.skipped:
         shown = "; ".join(f"{p} ({r})" for p, r in result.skipped[:5])
         more = f"; ... {len(result.skipped) - 5} more" if len(result.skipped) > 5 else ""

@@ -15,8 +15,8 @@ the run can be resumed). Images that fail to decode are skipped and reported, no
 them again.
 
 Pipeline: a torch ``DataLoader`` decodes and resizes in worker processes (uint8, 4× less to copy than
-float), the main process normalises on the device and runs the descriptor under bf16 autocast on CUDA
-(fp32 on CPU). Descriptors are fp32 unit vectors, stored as ``dtype``.
+float), or DALI decodes and resizes (on the GPU with a CUDA model; ``loader``); the main process normalises on
+the device and runs the descriptor under bf16 autocast on CUDA (fp32 on CPU). Descriptors are fp32 unit vectors, stored as ``dtype``.
 """
 from __future__ import annotations
 
@@ -33,6 +33,7 @@ from tqdm.auto import tqdm
 from copynce_fast.eval.features import FeatureWriter, consolidate, load_features
 from copynce_fast.data.sources import BadImage
 from copynce_fast.eval.images import ImageItem, load_image, normalize
+from copynce_fast.eval.extract_dali import DaliImageBatches, dali_available
 from copynce_fast.eval.model_io import LoadedModel, autocast
 from copynce_fast.models import CopyDescriptor
 
@@ -96,7 +97,7 @@ def _writer(directory: Path, loaded: LoadedModel, dim: int, dtype: str, shard_si
 
 def extract_features(loaded: LoadedModel, items: Sequence[ImageItem], out: str | Path, *, batch_size: int = 64,
                      num_workers: int = 4, amp: str = "bf16", dtype: str = "float32", shard_size: int = 4096,
-                     max_images: int | None = None, progress: bool = True) -> ExtractResult:
+                     max_images: int | None = None, progress: bool = True, loader: str = "torch") -> ExtractResult:
     """Extract descriptors of ``items`` into ``out`` (see the module docstring), resuming what is there.
 
     Args:
@@ -109,6 +110,9 @@ def extract_features(loaded: LoadedModel, items: Sequence[ImageItem], out: str |
         shard_size: rows per shard file (the unit of crash safety).
         max_images: stop after this many new images (None = all).
         progress: tqdm progress bar.
+        loader: "torch" (PIL decode in DataLoader workers), "dali" (DALI decode + resize, on the GPU when
+            the model is on CUDA; :mod:`copynce_fast.eval.extract_dali`) or "auto" (DALI on CUDA when
+            installed, else torch).
 
     Returns:
         :class:`ExtractResult`.
@@ -118,6 +122,8 @@ def extract_features(loaded: LoadedModel, items: Sequence[ImageItem], out: str |
     if batch_size < 1 or num_workers < 0 or shard_size < 1:
         raise ValueError(f"bad loader settings: batch_size={batch_size}, num_workers={num_workers}, "
                          f"shard_size={shard_size}")
+    if loader not in ("auto", "torch", "dali"):
+        raise ValueError(f"--loader must be auto, torch or dali, got {loader!r}")
     if max_images is not None and max_images < 0:
         raise ValueError(f"--max-images must be >= 0, got {max_images}")
     out = Path(out)
@@ -158,11 +164,15 @@ def extract_features(loaded: LoadedModel, items: Sequence[ImageItem], out: str |
     failed: set[str] = set()
 
     if todo:
-        loader = make_loader(ImageDataset(todo, loaded.img_size), batch_size, num_workers, device.type == "cuda")
+        if loader == "dali" or (loader == "auto" and device.type == "cuda" and dali_available()):
+            batches = DaliImageBatches(todo, loaded.img_size, batch_size,
+                                       (device.index or 0) if device.type == "cuda" else None, max(1, num_workers))
+        else:
+            batches = make_loader(ImageDataset(todo, loaded.img_size), batch_size, num_workers, device.type == "cuda")
         ids = np.asarray([it.id for it in todo])
         bar = tqdm(total=len(todo), unit="img", desc="extract", disable=not progress, dynamic_ncols=True)
         with writer, torch.inference_mode():
-            for idx, images, failures in loader:
+            for idx, images, failures in batches:
                 result.skipped.extend((str(todo[i].path), reason) for i, reason in failures)
                 failed.update(todo[i].id for i, _ in failures)
                 if images is not None:
