@@ -183,7 +183,7 @@ class PairLoader:
                                                                 world_size)
         self.skips = SkipCounter()
         source.skips.log = False  # the source (and its copies in workers) stays quiet; self.skips logs once per file
-        kwargs = {} if num_workers == 0 else {"worker_init_fn": _worker_init, "persistent_workers": False,
+        kwargs = {} if num_workers == 0 else {"worker_init_fn": _worker_init, "persistent_workers": True,
                                               "prefetch_factor": prefetch_factor or 2}
         self.loader = torch.utils.data.DataLoader(self.dataset, batch_sampler=self.batch_sampler,
                                                   collate_fn=collate_pairs, num_workers=num_workers, **kwargs)

@@ -21,6 +21,10 @@ __all__ = ["Layer", "render_occluder", "merge_layers", "composite", "plan_occlud
 
 _MEAN = np.array([0.485, 0.456, 0.406])
 _STD = np.array([0.229, 0.224, 0.225])
+# Erasing fills with Gaussian noise (torchvision's value='random' in normalised space); a fixed noise tile read at
+# a seeded offset costs a copy instead of drawing fresh normals for every box.
+_NOISE = np.clip(np.rint((np.random.default_rng(12345).standard_normal((512, 512, 3)) * _STD + _MEAN) * 255),
+                 0, 255).astype(np.uint8)
 
 
 @lru_cache(maxsize=32)
@@ -29,16 +33,18 @@ def _font(size: int):
 
 
 def bezier(points, num: int = 0) -> np.ndarray:
-    """Points [num, 2] on the Bezier curve with control points [K, 2] (de Casteljau, float64)."""
+    """Points [num, 2] on the Bezier curve with control points [K, 2] (Bernstein form, float64)."""
     p = np.asarray(points, dtype=np.float64)
     if p.ndim != 2 or p.shape[1] != 2 or len(p) < 2:
         raise ValueError(f"points: expected >= 2 control points (x, y), got shape {p.shape}")
-    num = num or max(32, 8 * len(p))
-    t = np.linspace(0.0, 1.0, num)[:, None, None]
-    q = np.broadcast_to(p, (num, *p.shape))
-    while q.shape[1] > 1:
-        q = (1 - t) * q[:, :-1] + t * q[:, 1:]
-    return q[:, 0]
+    n = len(p) - 1
+    num = num or max(32, 4 * len(p))
+    t = np.linspace(0.0, 1.0, num)[:, None]
+    k = np.arange(n + 1)[None, :]
+    binom = np.array([math.comb(n, i) for i in range(n + 1)], dtype=np.float64)[None, :]
+    with np.errstate(divide="ignore", invalid="ignore"):  # 0 ** 0 = 1 at the end points
+        basis = binom * np.power(t, k) * np.power(1.0 - t, n - k)
+    return basis @ p
 
 
 def _glyph(draw: ImageDraw.ImageDraw, x0: int, y0: int, s: int, colour, variant: int):
@@ -88,52 +94,73 @@ class Layer:
         return out
 
 
-def _tight(arr: np.ndarray, out_hw) -> Layer:
-    ys, xs = np.nonzero(arr[..., 3])
-    if len(ys) == 0:
-        return Layer(np.zeros((1, 1, 4), np.uint8), 0, 0, tuple(out_hw))
-    t, b, l, r = ys.min(), ys.max() + 1, xs.min(), xs.max() + 1
-    patch = np.ascontiguousarray(arr[t:b, l:r])
-    patch.setflags(write=False)
-    return Layer(patch, int(t), int(l), tuple(out_hw))
+def _bbox(occ: Occluder) -> tuple[int, int, int, int]:
+    """A box (x0, y0, x1, y1) holding everything the occluder draws (a margin for antialiasing)."""
+    if occ.kind == "text":  # a generous box instead of measuring (glyphs are narrower than the em size)
+        return occ.left - 2, occ.top - 2, occ.left + occ.size * len(occ.text) + 4, occ.top + 2 * occ.size + 4
+    if occ.kind == "emoji":
+        s = max(2, occ.size)
+        return occ.left - 2, occ.top - 2, occ.left + s + 2, occ.top + s + 2
+    if occ.kind == "smear":
+        p = np.asarray(occ.points)
+        m = max(1, occ.size) + 2
+        return (int(math.floor(p[:, 0].min())) - m, int(math.floor(p[:, 1].min())) - m,
+                int(math.ceil(p[:, 0].max())) + m, int(math.ceil(p[:, 1].max())) + m)
+    return occ.left, occ.top, occ.left + max(1, occ.width), occ.top + max(1, occ.size)
 
 
 @lru_cache(maxsize=128)
 def render_occluder(occ: Occluder, out_hw: tuple[int, int]) -> Layer:
-    """The occluder as a tight RGBA Layer in the out_hw frame; cached (the plan's mask reuses it)."""
+    """The occluder as an RGBA Layer (a patch around it) in the out_hw frame; cached (the mask reuses it).
+
+    Drawing happens on a canvas the size of the occluder's box, shifted by whole pixels, so it costs what the
+    occluder covers, not the frame.
+    """
     h, w = out_hw
-    layer = Image.new("RGBA", (w, h), (0, 0, 0, 0))
+    x0, y0, x1, y1 = _bbox(occ)
+    x0, y0, x1, y1 = max(0, x0), max(0, y0), min(w, x1), min(h, y1)
+    if x1 <= x0 or y1 <= y0:
+        return Layer(np.zeros((1, 1, 4), np.uint8), 0, 0, tuple(out_hw))
+    layer = Image.new("RGBA", (x1 - x0, y1 - y0), (0, 0, 0, 0))
     draw = ImageDraw.Draw(layer)
     if occ.kind == "text":
-        draw.text((occ.left, occ.top), occ.text, font=_font(occ.size), fill=tuple(occ.colour) + (255,))
+        draw.text((occ.left - x0, occ.top - y0), occ.text, font=_font(occ.size), fill=tuple(occ.colour) + (255,))
     elif occ.kind == "emoji":
-        _glyph(draw, occ.left, occ.top, max(2, occ.size), occ.colour, occ.seed % 4)
+        _glyph(draw, occ.left - x0, occ.top - y0, max(2, occ.size), occ.colour, occ.seed % 4)
     elif occ.kind == "smear":
-        pts = bezier(occ.points)
+        pts = bezier(occ.points) - np.array([x0, y0])
         draw.line([tuple(p) for p in pts], fill=tuple(occ.colour) + (255,), width=max(1, occ.size), joint="curve")
     elif occ.kind == "erase":
-        rng = np.random.default_rng(occ.seed)
-        bh, bw = max(1, occ.size), max(1, occ.width)
-        noise = rng.standard_normal((bh, bw, 3)) * _STD + _MEAN  # torchvision value='random' in normalised space
-        patch = np.clip(np.rint(noise * 255), 0, 255).astype(np.uint8)
-        layer.paste(Image.fromarray(patch).convert("RGBA"), (occ.left, occ.top))
+        bh, bw = min(max(1, occ.size), h), min(max(1, occ.width), w)
+        oy, ox = divmod(occ.seed % (_NOISE.shape[0] * _NOISE.shape[1]), _NOISE.shape[1])
+        patch = _NOISE[np.ix_((oy + np.arange(bh)) % _NOISE.shape[0], (ox + np.arange(bw)) % _NOISE.shape[1])]
+        arr = np.array(layer)
+        arr[occ.top - y0:occ.top - y0 + bh, occ.left - x0:occ.left - x0 + bw, :3] = patch[:y1 - occ.top, :x1 - occ.left]
+        arr[occ.top - y0:occ.top - y0 + bh, occ.left - x0:occ.left - x0 + bw, 3] = 255
+        arr.setflags(write=False)
+        return Layer(arr, y0, x0, tuple(out_hw))
     arr = np.array(layer)
     if occ.opacity < 1.0:
         arr[..., 3] = np.rint(arr[..., 3] * occ.opacity).astype(np.uint8)
-    return _tight(arr, out_hw)
+    arr.setflags(write=False)
+    return Layer(arr, y0, x0, tuple(out_hw))
 
 
 def merge_layers(occs, out_hw) -> Layer | None:
-    """The occluders' layers composited "over" each other in order, as one tight Layer, or None."""
-    occs = list(occs)
-    if not occs:
+    """The occluders' layers composited "over" each other in order, as one Layer over their union, or None."""
+    layers = [render_occluder(o, tuple(out_hw)) for o in occs]
+    if not layers:
         return None
-    if len(occs) == 1:
-        return render_occluder(occs[0], tuple(out_hw))
-    out = Image.fromarray(render_occluder(occs[0], tuple(out_hw)).full())
-    for occ in occs[1:]:
-        out = Image.alpha_composite(out, Image.fromarray(render_occluder(occ, tuple(out_hw)).full()))
-    return _tight(np.array(out), out_hw)
+    if len(layers) == 1:
+        return layers[0]
+    t = min(lay.top for lay in layers)
+    l = min(lay.left for lay in layers)  # noqa: E741
+    b = max(lay.top + lay.rgba.shape[0] for lay in layers)
+    r = max(lay.left + lay.rgba.shape[1] for lay in layers)
+    out = Image.new("RGBA", (r - l, b - t), (0, 0, 0, 0))
+    for lay in layers:
+        out.alpha_composite(Image.fromarray(lay.rgba), dest=(lay.left - l, lay.top - t))
+    return Layer(np.array(out), t, l, tuple(out_hw))
 
 
 def composite(img: torch.Tensor, layer: Layer) -> torch.Tensor:
@@ -155,7 +182,9 @@ def plan_occluder_mask(plan: AugmentPlan) -> np.ndarray | None:
     found = False
     for op in plan.ops:
         if isinstance(op, Occluder) and op.opacity >= plan.occluder_opacity:
-            mask |= render_occluder(op, hw).full()[..., 3] > 0
+            lay = render_occluder(op, hw)
+            ph, pw = lay.rgba.shape[:2]
+            mask[lay.top:lay.top + ph, lay.left:lay.left + pw] |= lay.rgba[..., 3] > 0
             found = True
         elif isinstance(op, PhotoOp) and op.kind == "shuffle" and plan.shuffle_is_occluder:
             from copynce_fast.data.photometric import shuffle_indices
