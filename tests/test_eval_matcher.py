@@ -12,7 +12,6 @@ from copynce_fast.eval.local_verification import (
     PAIR_VIEWS,
     query_views,
     reference_views,
-    render_view,
     render_views,
 )
 from copynce_fast.eval.matcher_eval import encode, fuse_logits, rescore_pairs

@@ -3,7 +3,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from copynce_fast.cli._common import CliError, add_common_args, add_model_args, add_subparser, info, load_model_from_args
+from copynce_fast.cli._common import (
+    CliError,
+    add_common_args,
+    add_model_args,
+    add_subparser,
+    info,
+    load_model_from_args,
+)
 
 DESCRIPTION = """\
 Export a descriptor as a standalone inference graph: images [B, 3, S, S] float32 (normalised with the

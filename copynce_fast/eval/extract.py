@@ -16,7 +16,8 @@ them again.
 
 Pipeline: a torch ``DataLoader`` decodes and resizes in worker processes (uint8, 4× less to copy than
 float), or DALI decodes and resizes (on the GPU with a CUDA model; ``loader``); the main process normalises on
-the device and runs the descriptor under bf16 autocast on CUDA (fp32 on CPU). Descriptors are fp32 unit vectors, stored as ``dtype``.
+the device and runs the descriptor under bf16 autocast on CUDA (fp32 on CPU). Descriptors are fp32 unit
+vectors, stored as ``dtype``.
 """
 from __future__ import annotations
 
