@@ -58,7 +58,7 @@ def add_parser(subparsers) -> None:
     p.add_argument("--out", type=Path, required=True, help="predictions CSV to write")
     p.add_argument("-k", "--topk", type=positive_int, default=10, help="references per query (default 10)")
     p.add_argument("--backend", default="auto", choices=("auto", "faiss", "torch"),
-                   help="exact search backend for --references (default: faiss when installed)")
+                   help="exact search backend for --references (auto: torch on CUDA, else faiss when installed)")
     p.add_argument("--nprobe", type=positive_int, default=None, help="IVF lists visited (--index ivf/ivfpq)")
     s = p.add_argument_group("score normalisation")
     s.add_argument("--score-norm", default=None, choices=tuple(SCORE_NORM_PARAMS),
@@ -93,7 +93,9 @@ def _features_from_folders(args) -> tuple[Path, Path]:
 
 def run(args) -> int:
     import numpy as np
+    import torch
 
+    from copynce_fast.eval.model_io import resolve_device
     from copynce_fast.eval.search import knn, knn_to_predictions, write_predictions_csv
 
     if args.query_images is not None or args.reference_images is not None:
@@ -108,8 +110,16 @@ def run(args) -> int:
         raise CliError(f"--score-norm {args.score_norm} needs --aux FEATURES (non-copy descriptors)")
     sn_params = parse_key_values("--sn-param", args.sn_param, SCORE_NORM_PARAMS.get(args.score_norm, {}))
 
+    device = resolve_device(args.device)
+    # exact torch search on CUDA when there is one (faiss-cpu would search on the host); faiss when asked
+    on_device = device.type == "cuda" and args.backend != "faiss"
+
+    def as_input(features):
+        x = np.asarray(features, dtype=np.float32)
+        return torch.from_numpy(x).to(device) if on_device else x
+
     q = read_features("--queries", args.queries)
-    xq = np.asarray(q.features, dtype=np.float32)
+    xq = as_input(q.features)
     if args.index is not None:
         from copynce_fast.eval.index import load_index
 
@@ -132,9 +142,11 @@ def run(args) -> int:
         k = n_ref
 
     if args.index is not None:
-        scores, rows = index.search(xq, k, nprobe=args.nprobe)
+        scores, rows = index.search(np.asarray(q.features, dtype=np.float32), k, nprobe=args.nprobe,
+                                    device=str(device))
+        scores, rows = (torch.from_numpy(scores).to(device), torch.from_numpy(rows)) if on_device else (scores, rows)
     else:
-        scores, rows = knn(xq, np.asarray(r.features, dtype=np.float32), k, metric="ip", backend=args.backend)
+        scores, rows = knn(xq, as_input(r.features), k, metric="ip", backend=args.backend)
     if args.score_norm is not None:
         from copynce_fast.eval.score_norm import normalize_scores
 
@@ -142,8 +154,7 @@ def run(args) -> int:
         if aux.dim != q.dim:
             raise CliError(f"--aux has {aux.dim}-d descriptors, --queries has {q.dim}-d")
         try:
-            scores = normalize_scores(scores, xq, np.asarray(aux.features, dtype=np.float32), args.score_norm,
-                                      **sn_params)
+            scores = normalize_scores(scores, xq, as_input(aux.features), args.score_norm, **sn_params)
         except ValueError as e:
             raise CliError(f"--score-norm {args.score_norm}: {e}") from None
     preds = knn_to_predictions(scores, rows, q.ids, ref_ids)

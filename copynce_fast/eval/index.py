@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from copynce_fast.eval.features import Features
 from copynce_fast.eval.search import _default_nlist, _default_pq_m, faiss_available, faiss_gpu_count, knn
@@ -138,12 +139,13 @@ class SearchIndex:
     def dim(self) -> int:
         return int(self.meta["dim"])
 
-    def search(self, queries: np.ndarray, k: int, *, nprobe: int | None = None,
-               use_gpu: bool | None = None) -> tuple[np.ndarray, np.ndarray]:
+    def search(self, queries: np.ndarray, k: int, *, nprobe: int | None = None, use_gpu: bool | None = None,
+               device: str | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Top-``k`` references of each query: ``(scores (N, k) float32, rows (N, k) int64)``, best first.
 
         ``rows`` index :attr:`ids`; an IVF search that finds fewer than ``k`` candidates pads with -1.
-        ``use_gpu``: faiss GPUs (None = when available). Raises ValueError for a bad ``k`` or dimension.
+        ``use_gpu``: faiss GPUs (None = when available). ``device``: where a torch-backend index computes
+        (default CPU). Raises ValueError for a bad ``k`` or dimension.
         """
         xq = _f32(queries)
         if xq.ndim != 2 or xq.shape[1] != self.dim:
@@ -152,7 +154,11 @@ class SearchIndex:
         if not 1 <= k <= m:
             raise ValueError(f"-k must be in [1, {m}] (number of references), got {k}")
         if self._features is not None:
-            return knn(xq, self._features, k, metric="ip", backend="torch")
+            if device is None or torch.device(device).type == "cpu":
+                return knn(xq, self._features, k, metric="ip", backend="torch")
+            scores, rows = knn(torch.from_numpy(xq).to(device), torch.from_numpy(self._features).to(device), k,
+                               metric="ip", backend="torch")
+            return scores.cpu().numpy(), rows.cpu().numpy()
         import faiss
 
         index = self._index
