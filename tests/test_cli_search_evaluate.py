@@ -191,3 +191,17 @@ def test_evaluate_rejects_a_bad_ground_truth(tmp_path, capsys):
     assert main(["evaluate", str(preds), "--gt", str(gt), "--out", str(tmp_path / "ev")]) == 1
     err = capsys.readouterr().err
     assert "--gt" in err and "query_id,reference_id" in err
+
+
+def test_torch_backend_index_equals_exact_search(tmp_path):
+    x, q, r, _ = _features(tmp_path)
+    assert main(["index", str(r), "--out", str(tmp_path / "t.index"), "--backend", "torch"]) == 0
+    assert (tmp_path / "t.index" / "features.npy").is_file()
+    assert main(["search", "--queries", str(q), "--index", str(tmp_path / "t.index"), "--out",
+                 str(tmp_path / "t.csv"), "-k", "15"]) == 0
+    qi, ri, s = read_predictions_csv(tmp_path / "t.csv")
+    sims = x[:5] @ x[5:20].T
+    order = np.argsort(-sims, axis=1)
+    assert ri.tolist() == [f"r{j}" for row in order for j in row]
+    np.testing.assert_allclose(s, np.take_along_axis(sims, order, 1).reshape(-1), atol=1e-5)
+    assert main(["index", str(r), "--out", str(tmp_path / "bad"), "--backend", "torch", "--type", "ivf"]) == 1

@@ -180,3 +180,18 @@ def test_dali_failure_inside_a_batch_falls_back_to_pil(tmp_path):
     assert loader.rebuilds == 1
     assert idx.tolist() == [0, 2] and images.shape == (2, 3, S, S) and [i for i, _ in failures] == [1]
     np.testing.assert_array_equal(images[1].numpy(), preprocess(decode_image(items[2].path), S).numpy())
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("loader", ["torch", "dali"])
+def test_cuda_bf16_extraction_is_close_to_cpu_fp32(tmp_path, loader):
+    if loader == "dali":
+        pytest.importorskip("nvidia.dali")
+    items = make_images(tmp_path / "imgs", [f"g{k}.png" for k in range(6)])
+    cpu = load_model("descriptor", random_init=True, arch="vit_small", img_size=64, seed=0)
+    gpu = load_model("descriptor", random_init=True, arch="vit_small", img_size=64, seed=0, device="cuda")
+    extract_features(cpu, items, tmp_path / "cpu.npz", num_workers=0, progress=False, loader="torch")
+    extract_features(gpu, items, tmp_path / "gpu.npz", num_workers=0, progress=False, loader=loader)
+    a, b = load_features(tmp_path / "cpu.npz").features, load_features(tmp_path / "gpu.npz").features
+    cos = (a * b).sum(1)
+    assert cos.min() > 0.99  # bf16 autocast (and DALI's resize) vs fp32 PIL on the same unit descriptors
