@@ -117,10 +117,13 @@ def test_bilinear_keeps_a_ramp():
     src = ArraySource([ramp])
     hw = (210, 240)
     plans = [AugmentPlan(0, View(hw, (st.affine(hw, st.rotate(hw, 17).matrix), st.resize(hw, SQ)))),
-             AugmentPlan(0, View(hw, (st.resized_crop(hw, 30.5, 41.25, 120, 150, SQ), _persp(SQ))))]
+             AugmentPlan(0, View(hw, (st.resized_crop(hw, 30.5, 41.25, 120, 150, SQ), _persp(SQ)))),
+             # crop / flip only: the ROI-resize fast path
+             AugmentPlan(0, View(hw, (st.resized_crop(hw, 20.5, 11.25, 150, 180, SQ), st.hflip(SQ)))),
+             AugmentPlan(0, View(hw, (st.vflip(hw), st.resized_crop(hw, 7, 9, 190.5, 222, SQ))))]
     pairs = [PairPlan(p, reference_plan(0, hw, S), True, True) for p in plans]
-    loader = DaliPairLoader(src, plain_preset(size=S), 2, device_id=None, photometric=False,
-                            batch_sampler=EpochBatchSampler(2, 2, shuffle=False), pair_fn=lambda k: pairs[k.index])
+    loader = DaliPairLoader(src, plain_preset(size=S), 4, device_id=None, photometric=False,
+                            batch_sampler=EpochBatchSampler(4, 4, shuffle=False), pair_fn=lambda k: pairs[k.index])
     batch = next(iter(loader))
     yx = np.stack(np.meshgrid(np.arange(S) + 0.5, np.arange(S) + 0.5, indexing="xy"), -1).reshape(-1, 2)
     for i, plan in enumerate(plans):

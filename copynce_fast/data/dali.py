@@ -3,7 +3,7 @@
 
 ``render_view`` is the augmentation graph, a plain function over data nodes: decode -> (antialias pre-shrink)
 -> one perspective warp per layer with the plan's composed matrices -> canvas tests (nearest warps of a 1x1
-"ones" image) -> layer weights -> colour (one ``coord_transform`` of the composed linear colour ops) ->
+"ones" image) -> layer weights (views that are only crop / resize / flips: one antialiased ROI resize) -> colour (one ``coord_transform`` of the composed linear colour ops) ->
 pixelise / blur / edge enhance (conditional) -> occluder layer (text, emoji, smear) -> noise / JPEG
 (conditional) -> erasing layer. ``pair_pipeline`` feeds it from ``external_source`` (dali_feed.PairFeeder);
 ``DaliPairLoader`` iterates batch dicts identical to the torch loader's.
@@ -40,7 +40,7 @@ _PASS = ("qr_mats", "qr_canv", "rq_mats", "rq_canv", "q_mask", "r_mask", "meta",
 
 
 def _view_keys(nearest: bool, photometric: bool) -> list[str]:
-    return ["mats", "weights"] + ([] if nearest else ["pre"]) + (list(_PHOTO_KEYS) if photometric else [])
+    return ["mats", "weights"] + ([] if nearest else ["pre", "fast", "roi"]) + (list(_PHOTO_KEYS) if photometric else [])
 
 
 def feed_names(full_reference: bool, nearest: bool = False, photometric: bool = True) -> list[str]:
@@ -77,6 +77,32 @@ def render_view(main, other, v: dict, ones, size, *, nearest: bool, photometric:
     Returns:
         [S, S, 3] uint8 node.
     """
+    if nearest:
+        img = _geometry(main, other, v, ones, size, nearest, gpu)
+    elif v["fast"]:  # crop / resize / flips only: one antialiased resize of the source box
+        img = fn.resize(main, size=size, roi_start=v["roi"][0:2], roi_end=v["roi"][2:4], antialias=True)
+    else:
+        img = _geometry(main, other, v, ones, size, nearest, gpu)
+    if not photometric:
+        return img
+    img = fn.coord_transform(img, MT=v["colour"], dtype=types.UINT8)
+    flags, fp = v["flags"], v["fparams"]
+    if flags[0]:
+        img = fn.resize(fn.resize(img, size=fp[0:2], antialias=True), size=size, interp_type=types.INTERP_NN)
+    if flags[1]:
+        img = fn.gaussian_blur(img, sigma=fp[2])
+    if flags[2]:
+        img = fn.filter(img, v["edge"].gpu() if gpu else v["edge"], border="clamp")
+    img = _layer(img, v["occ"], v["occ_m"], size, gpu)
+    if flags[3]:
+        img = fn.noise.gaussian(img, stddev=fp[3])
+    if flags[4]:
+        img = fn.jpeg_compression_distortion(img, quality=v["quality"])
+    return _layer(img, v["erase"], v["erase_m"], size, gpu)
+
+
+def _geometry(main, other, v: dict, ones, size, nearest: bool, gpu: bool):
+    """The layered warp of geometry.py: [S, S, 3] uint8 before photometric ops."""
     interp = types.INTERP_NN if nearest else types.INTERP_LINEAR
     mats, w = v["mats"], v["weights"]
     if not nearest:
@@ -99,24 +125,8 @@ def render_view(main, other, v: dict, ones, size, *, nearest: bool, photometric:
     cover = fn.cast(test(2 + KP + KQ), dtype=types.FLOAT)
     w_copy = (w[0] + w[1] * cover) * fn.cast(p * q, dtype=types.FLOAT)
     w_other = (w[2] + w[3] * cover) * fn.cast(q, dtype=types.FLOAT)
-    img = fn.cast(w_copy * fn.cast(copy, dtype=types.FLOAT) + w_other * fn.cast(oth, dtype=types.FLOAT),
-                  dtype=types.UINT8)
-    if not photometric:
-        return img
-    img = fn.coord_transform(img, MT=v["colour"], dtype=types.UINT8)
-    flags, fp = v["flags"], v["fparams"]
-    if flags[0]:
-        img = fn.resize(fn.resize(img, size=fp[0:2], antialias=True), size=size, interp_type=types.INTERP_NN)
-    if flags[1]:
-        img = fn.gaussian_blur(img, sigma=fp[2])
-    if flags[2]:
-        img = fn.filter(img, v["edge"].gpu() if gpu else v["edge"], border="clamp")
-    img = _layer(img, v["occ"], v["occ_m"], size, gpu)
-    if flags[3]:
-        img = fn.noise.gaussian(img, stddev=fp[3])
-    if flags[4]:
-        img = fn.jpeg_compression_distortion(img, quality=v["quality"])
-    return _layer(img, v["erase"], v["erase_m"], size, gpu)
+    return fn.cast(w_copy * fn.cast(copy, dtype=types.FLOAT) + w_other * fn.cast(oth, dtype=types.FLOAT),
+                   dtype=types.UINT8)
 
 
 @pipeline_def(enable_conditionals=True)

@@ -8,6 +8,8 @@ each view into fixed-shape arrays the DALI graph (dali.py) consumes:
   the canvas's unit square (a 1x1 "ones" image warped with nearest sampling and fill 0 is exactly the test);
   unused tests map every pixel to (0.5, 0.5) (always inside);
 - ``pre`` [2, 2] float32: (H, W) to shrink the copy / other original to before warping;
+- ``fast`` bool, ``roi`` [4] float32: an axis-aligned view (crop / resize / flips only) is one antialiased
+  ``resize`` of the source box (y0, x0, y1, x1) -- the same centre-aligned map;
 - ``weights`` [4] float32: (a, b, d, g) of geometry.py; ``colour`` [3, 4] float32: the composed linear colour ops;
 - ``flags`` [5] bool (pixelize, blur, edge, noise, jpeg), ``fparams`` [5] float32 (pixel H, pixel W, sigma,
   noise std, unused), ``quality`` int32, ``edge`` [3, 3] float32;
@@ -76,6 +78,20 @@ def _layer(occs, out_hw):
     return np.ascontiguousarray(lay.rgba), _shift(t).astype(np.float32)
 
 
+def _roi(matrix: np.ndarray, out_hw, in_hw):
+    """(y0, x0, y1, x1) source box of an axis-aligned view (flips: start > end) inside the source, or None."""
+    m = matrix / matrix[2, 2]
+    if abs(m[0, 1]) > 1e-12 or abs(m[1, 0]) > 1e-12 or abs(m[2, 0]) > 1e-12 or abs(m[2, 1]) > 1e-12:
+        return None
+    h, w = out_hw
+    y0, y1 = m[1, 2], m[1, 1] * h + m[1, 2]
+    x0, x1 = m[0, 2], m[0, 0] * w + m[0, 2]
+    tol = 1e-6
+    if min(y0, y1) < -tol or min(x0, x1) < -tol or max(y0, y1) > in_hw[0] + tol or max(x0, x1) > in_hw[1] + tol:
+        return None
+    return np.array([y0, x0, y1, x1], np.float32)
+
+
 def view_arrays(plan: AugmentPlan, nearest: bool = False, antialias: bool = True) -> dict:
     """Fixed-shape arrays of one view for the DALI graph (see the module docstring)."""
     geo = layer_geometry(plan)
@@ -95,6 +111,10 @@ def view_arrays(plan: AugmentPlan, nearest: bool = False, antialias: bool = True
         mats[2 + KP + k] = _unit(t)
     if geo.cover_test is not None:
         mats[2 + KP + KQ] = _unit(geo.cover_test)
+    # Fast path (bilinear only): a crop / resize / flip with nothing else is one antialiased ROI resize.
+    roi = None
+    if not nearest and geo.other_matrix is None and not geo.copy_tests and not geo.shared_tests:
+        roi = _roi(geo.copy_matrix, out_hw, geo.source_hw)
     flags = np.zeros(5, bool)
     fparams = np.zeros(5, np.float32)
     quality, edge, shuffle = 100, edge_kernel(False), np.array([-1.0, 0.0])
@@ -116,7 +136,8 @@ def view_arrays(plan: AugmentPlan, nearest: bool = False, antialias: bool = True
             shuffle = np.array([float(op.seed), float(op.params[0])])
     occ, occ_m = _layer([o for o in plan.ops if isinstance(o, Occluder) and o.kind != "erase"], out_hw)
     era, era_m = _layer([o for o in plan.ops if isinstance(o, Occluder) and o.kind == "erase"], out_hw)
-    return {"mats": mats.astype(np.float32), "pre": pre.astype(np.float32),
+    return {"mats": mats.astype(np.float32), "pre": pre.astype(np.float32), "fast": np.array(roi is not None),
+            "roi": roi if roi is not None else np.zeros(4, np.float32),
             "weights": np.asarray(geo.weights, np.float32), "colour": compose_colour(plan.ops).astype(np.float32),
             "flags": flags, "fparams": fparams, "quality": np.array(quality, np.int32), "edge": edge,
             "occ": occ, "occ_m": occ_m, "erase": era, "erase_m": era_m, "shuffle": shuffle}
