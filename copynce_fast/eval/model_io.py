@@ -3,8 +3,8 @@
 Checkpoint formats (``fmt``):
 
 * ``"ours"``: what our trainer writes, ``{"model": state_dict, "config": to_dict(cfg), ...}`` with
-  ``cfg`` a :class:`copynce_fast.config.Config`. The model is rebuilt by :func:`build_model` from
-  ``cfg.model`` (kind, arch, img_size, dim, pool, ln_eps, encoder_depth) and loaded strictly; ``module.``
+  ``cfg`` a :class:`copynce_fast.config.Config`. The model is rebuilt by
+  :func:`copynce_fast.models.build.build_model` (the trainer's builder) from ``cfg.model`` (kind, arch, img_size, dim, pool, ln_eps, encoder_depth) and loaded strictly; ``module.``
   (DDP) and ``_orig_mod.`` (torch.compile) prefixes are stripped.
 * ``"copynce"``: the official ``descriptor_vits_224.pth.tar`` / ``matcher_vits_224.pth.tar``
   (:func:`copynce_fast.models.load_copynce_checkpoint`). Descriptor or matcher, width (arch), descriptor
@@ -40,16 +40,13 @@ from copynce_fast.models import (
     descriptor_vit_tiny,
     load_copynce_checkpoint,
     load_dino_checkpoint,
-    matcher_vit_base,
-    matcher_vit_small,
-    matcher_vit_tiny,
 )
+from copynce_fast.models.build import build_model
 from copynce_fast.models.checkpoints import unwrap_state_dict
 
 ARCH_DEPTH = {"vit_tiny": 4, "vit_small": 12, "vit_base": 12}
 ARCH_WIDTH = {"vit_tiny": 96, "vit_small": 384, "vit_base": 768}
 _DESCRIPTORS = {"vit_tiny": descriptor_vit_tiny, "vit_small": descriptor_vit_small, "vit_base": descriptor_vit_base}
-_MATCHERS = {"vit_tiny": matcher_vit_tiny, "vit_small": matcher_vit_small, "vit_base": matcher_vit_base}
 FORMATS = ("auto", "ours", "copynce", "dino")
 
 
@@ -76,30 +73,6 @@ class LoadedModel:
     @property
     def device(self) -> torch.device:
         return next(self.model.parameters()).device
-
-
-def build_model(mc: ModelConfig) -> nn.Module:
-    """Build the descriptor or matcher a :class:`ModelConfig` describes (random weights).
-
-    The matcher splits the arch's blocks (4 for vit_tiny, 12 otherwise) into ``mc.encoder_depth`` encoder
-    blocks and the rest as fusion blocks.
-
-    Raises:
-        ValueError: unknown kind / arch, or an encoder depth that leaves no fusion block.
-    """
-    if mc.arch not in _DESCRIPTORS:
-        raise ValueError(f"model.arch must be one of {tuple(_DESCRIPTORS)}, got {mc.arch!r}")
-    common = dict(img_size=mc.img_size, attn_impl=mc.attn_impl, ln_eps=mc.ln_eps,
-                  freeze_patch_embed=mc.freeze_patch_embed)
-    if mc.kind == "descriptor":
-        return _DESCRIPTORS[mc.arch](dim=mc.dim, pool=mc.pool, **common)
-    if mc.kind == "matcher":
-        depth = ARCH_DEPTH[mc.arch]
-        if not 0 < mc.encoder_depth < depth:
-            raise ValueError(f"model.encoder_depth={mc.encoder_depth} must be in [1, {depth - 1}] for {mc.arch} "
-                             f"({depth} blocks; the rest are fusion blocks)")
-        return _MATCHERS[mc.arch](encoder_depth=mc.encoder_depth, fusion_depth=depth - mc.encoder_depth, **common)
-    raise ValueError(f"model.kind must be 'descriptor' or 'matcher', got {mc.kind!r}")
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
