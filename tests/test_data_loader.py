@@ -119,3 +119,29 @@ def test_copy_copy_mode_and_to_device():
     want = (batch["query"][0, 0, 0, 0].item() / 255 - 0.485) / 0.229
     assert abs(x[0, 0, 0, 0].item() - want) < 1e-5
     assert to_device(batch, "cpu")["reference"].dtype == torch.bfloat16
+
+
+def test_neighbour_batch_sampler():
+    from copynce_fast.data.loader import NeighbourBatchSampler
+    n = 20
+    knn = np.stack([(np.arange(n) + k) % n for k in (1, 2, 3)], axis=1)  # neighbours of i: i+1, i+2, i+3
+    desc = NeighbourBatchSampler(knn, 4, seed=0)
+    batches = desc.epoch_keys(0)
+    assert len(batches) == len(desc) == 10 and all(len(b) == 4 for b in batches)
+    for b in batches:
+        for anchor, nb in (b[0:2], b[2:4]):
+            assert (nb.index - anchor.index) % n in (1, 2, 3)
+            assert anchor.query_index is None and nb.query_index is None  # both copy pairs
+    match = NeighbourBatchSampler(knn, 5, seed=0, mode="matcher", positive_rate=0.3, hard_p=1.0)
+    keys = [k for b in match.epoch_keys(1) for k in b]
+    pos = [k for k in keys if k.query_index == k.index]
+    neg = [k for k in keys if k.query_index != k.index]
+    assert len(keys) == 20 and 1 <= len(pos) <= 12
+    assert all((k.query_index - k.index) % n in (1, 2, 3) for k in neg)  # hard negatives = neighbours
+    shards = [{k.index for b in NeighbourBatchSampler(knn, 4, rank=r, world_size=2).epoch_keys(0) for k in b[::2]}
+              for r in range(2)]
+    assert not shards[0] & shards[1]
+    with pytest.raises(ValueError, match="batch_size"):
+        NeighbourBatchSampler(knn, 3)
+    with pytest.raises(ValueError, match="neighbours"):
+        NeighbourBatchSampler(np.arange(5), 4)

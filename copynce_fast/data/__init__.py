@@ -8,7 +8,8 @@
 - ``sources``: image sources with robust decoding; ``synthetic``: procedural and coordinate images.
 - ``loader``: PairKey, batch samplers, the torch pair dataset / loader and the batch dict.
 """
-from copynce_fast.data.loader import CopyPairDataset, EpochBatchSampler, PairKey, PairLoader, collate_pairs, to_device
+from copynce_fast.data.loader import (CopyPairDataset, EpochBatchSampler, NeighbourBatchSampler, PairKey, PairLoader,
+                                      collate_pairs, to_device)
 from copynce_fast.data.plan import AugmentPlan, Occluder, Overlay, PhotoOp, reference_plan
 from copynce_fast.data.presets import AugmentConfig, descriptor_preset, matcher_preset, plain_preset
 from copynce_fast.data.sampler import PairPlan, sample_pair, sample_query_plan
@@ -18,6 +19,6 @@ from copynce_fast.data.synthetic import synthetic_images
 
 __all__ = ["AugmentConfig", "descriptor_preset", "matcher_preset", "plain_preset", "AugmentPlan", "PhotoOp",
            "Occluder", "Overlay", "reference_plan", "PairPlan", "sample_pair", "sample_query_plan", "PairKey",
-           "EpochBatchSampler", "CopyPairDataset", "PairLoader", "collate_pairs", "to_device", "DecodeLimits",
+           "EpochBatchSampler", "NeighbourBatchSampler", "CopyPairDataset", "PairLoader", "collate_pairs", "to_device", "DecodeLimits",
            "ImageSource", "SkipCounter", "folder_source", "file_list_source", "disc21_source", "bundled_source",
            "synthetic_source", "synthetic_images"]

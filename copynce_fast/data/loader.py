@@ -26,7 +26,7 @@ from copynce_fast.data.sampler import PairPlan, derive_seed, sample_pair
 from copynce_fast.data.sources import ImageSource, SkipCounter
 from copynce_fast.pixtrace.batch import pack_pairs
 
-__all__ = ["PairKey", "EpochBatchSampler", "CopyPairDataset", "collate_pairs", "PairLoader", "plan_pair",
+__all__ = ["PairKey", "EpochBatchSampler", "NeighbourBatchSampler", "CopyPairDataset", "collate_pairs", "PairLoader", "plan_pair",
            "to_device", "normalise_images", "IMAGENET_MEAN", "IMAGENET_STD"]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -73,6 +73,60 @@ class EpochBatchSampler:
 
     def __iter__(self) -> Iterator[list[PairKey]]:
         return iter(self.epoch_keys(self.epoch))
+
+
+class NeighbourBatchSampler(EpochBatchSampler):
+    """Hard-negative batches from a kNN table (the reference's global hard negative mining, REFERENCE §4.6).
+
+    ``mode="descriptor"`` (DISC-style "force" HNM): every anchor A of the epoch permutation brings one of its
+    ``neighbours[A]`` H drawn uniformly, both as copy pairs, so each batch holds B/2 anchor/neighbour pairs
+    and the in-batch negatives are hard. ``mode="matcher"``: every anchor is a copy pair with probability
+    ``positive_rate``; otherwise a negative whose query is a random neighbour (probability ``hard_p``) or a
+    random image.
+
+    Args:
+        neighbours: [N, K] int array of each image's nearest neighbours (itself excluded).
+        batch_size: pairs per batch (even for "descriptor").
+        seed, shuffle, rank, world_size: as EpochBatchSampler (anchors are sharded by rank).
+    """
+
+    def __init__(self, neighbours, batch_size: int, seed: int = 0, shuffle: bool = True, rank: int = 0,
+                 world_size: int = 1, mode: str = "descriptor", positive_rate: float = 0.3, hard_p: float = 0.5):
+        self.neighbours = np.asarray(neighbours, dtype=np.int64)
+        if self.neighbours.ndim != 2 or self.neighbours.shape[1] < 1:
+            raise ValueError(f"neighbours: expected an [N, K] int array, got shape {self.neighbours.shape}")
+        if mode not in ("descriptor", "matcher"):
+            raise ValueError(f"mode: expected 'descriptor' or 'matcher', got {mode!r}")
+        if mode == "descriptor" and batch_size % 2:
+            raise ValueError(f"batch_size: must be even in descriptor mode (anchor + neighbour), got {batch_size}")
+        n = len(self.neighbours)
+        super().__init__(n, batch_size, seed, shuffle, rank, world_size)
+        self.mode, self.positive_rate, self.hard_p = mode, positive_rate, hard_p
+
+    def __len__(self) -> int:
+        per_rank = self.num_images // self.world_size
+        anchors_per_batch = self.batch_size // 2 if self.mode == "descriptor" else self.batch_size
+        return per_rank // anchors_per_batch
+
+    def epoch_keys(self, epoch: int) -> list[list[PairKey]]:
+        rng = np.random.default_rng(derive_seed(self.seed, epoch, 456, self.rank))
+        per_rank = self.num_images // self.world_size
+        order = np.arange(self.num_images)
+        if self.shuffle:
+            order = np.random.default_rng(derive_seed(self.seed, epoch, 123)).permutation(self.num_images)
+        anchors = order[self.rank * per_rank:(self.rank + 1) * per_rank].tolist()  # this rank's share
+        keys = []
+        for a in anchors:
+            nb = int(self.neighbours[a, rng.integers(self.neighbours.shape[1])])
+            if self.mode == "descriptor":
+                keys += [PairKey(a, epoch), PairKey(nb, epoch)]
+            elif rng.random() < self.positive_rate:
+                keys.append(PairKey(a, epoch, a))
+            else:
+                q = nb if rng.random() < self.hard_p else int((a + 1 + rng.integers(self.num_images - 1)) % self.num_images)
+                keys.append(PairKey(a, epoch, q))
+        b = self.batch_size
+        return [keys[k * b:(k + 1) * b] for k in range(len(keys) // b)]
 
 
 def plan_pair(source: ImageSource, cfg: AugmentConfig, seed: int, key: PairKey) -> tuple[PairPlan, int]:
