@@ -73,3 +73,8 @@ def test_optional_commands_follow_module_existence():
     for name in OPTIONAL_COMMANDS:
         exists = importlib.util.find_spec(f"copynce_fast.cli.{name}") is not None
         assert (name in names) == exists
+
+
+def test_unknown_option_names_the_subcommand(capsys):
+    assert main(["index", "refs.npz", "--out", "x", "--bogus"]) == 2
+    assert "copynce-fast index: error: unrecognized arguments: --bogus" in capsys.readouterr().err

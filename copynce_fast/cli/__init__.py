@@ -69,7 +69,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         args, extras = parser.parse_known_args(argv)
         if extras and not getattr(args, "_accepts_overrides", False):  # only `train` takes --section.field=value
-            parser.error(f"unrecognized arguments: {' '.join(extras)}")
+            sub = parser._subparsers._group_actions[0].choices.get(args.command, parser)  # "copynce-fast <cmd>: error"
+            sub.error(f"unrecognized arguments: {' '.join(extras)}")
         args.overrides = extras
     except SystemExit as e:  # --help, --version (code 0) and usage errors (code 2, message already printed)
         return e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
