@@ -28,7 +28,7 @@ from copynce_fast.train.schedule import lr_at
 from copynce_fast.utils.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from copynce_fast.utils.dist import DistInfo, all_reduce_mean, init_distributed
 
-__all__ = ["train", "TrainResult", "NonFiniteLossError", "resolve_device"]
+__all__ = ["train", "train_step", "TrainResult", "NonFiniteLossError", "resolve_device", "param_groups"]
 
 log = logging.getLogger("copynce_fast.train")
 PATCH = 16
@@ -57,7 +57,7 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def _param_groups(model: nn.Module, objective: nn.Module, weight_decay: float) -> list[dict]:
+def param_groups(model: nn.Module, objective: nn.Module, weight_decay: float) -> list[dict]:
     """AdamW groups: no decay on norms / biases / pos & cls tokens / the InfoNCE log-scale (REFERENCE.md §6)."""
     skip = set(getattr(model, "no_weight_decay", lambda: set())())
     decay, no_decay = [], []
@@ -79,6 +79,18 @@ def _forward(model, objective, batch, kind: str, device, amp: bool) -> dict[str,
         return objective(model(q, r), batch)
 
 
+def train_step(model, objective, opt, params, batch, kind: str, device, amp: bool, clip_grad: float
+               ) -> dict[str, torch.Tensor]:
+    """One optimiser step (forward, backward, clip, AdamW); returns the loss terms (not synchronised)."""
+    terms = _forward(model, objective, batch, kind, device, amp)
+    opt.zero_grad(set_to_none=True)
+    terms["total"].backward()
+    if clip_grad > 0:
+        torch.nn.utils.clip_grad_norm_(params, clip_grad)
+    opt.step()
+    return terms
+
+
 def train(cfg: Config) -> TrainResult:
     """Train a descriptor or matcher as ``cfg`` says; resumes from ``run.out_dir/checkpoint.pt`` if present."""
     device = resolve_device(cfg.run.device)
@@ -98,7 +110,7 @@ def train(cfg: Config) -> TrainResult:
     objective = objective_cls(cfg.loss, PATCH).to(device)
 
     lr = scaled_lr(cfg, dist_info.world_size)
-    opt = torch.optim.AdamW(_param_groups(model, objective, cfg.optim.weight_decay), lr=lr, betas=cfg.optim.betas,
+    opt = torch.optim.AdamW(param_groups(model, objective, cfg.optim.weight_decay), lr=lr, betas=cfg.optim.betas,
                             fused=device.type == "cuda")
     sampler: PairBatchSampler = data.sampler
     steps_per_epoch = cfg.optim.steps_per_epoch or len(sampler)
@@ -160,12 +172,8 @@ def train(cfg: Config) -> TrainResult:
             cur_lr = lr_at(step, total_steps, warmup, lr, cfg.optim.min_lr)
             for g in opt.param_groups:
                 g["lr"] = cur_lr
-            terms = _forward(train_model, objective, batch, cfg.model.kind, device, amp)
-            opt.zero_grad(set_to_none=True)
-            terms["total"].backward()
-            if cfg.optim.clip_grad > 0:
-                torch.nn.utils.clip_grad_norm_(params, cfg.optim.clip_grad)
-            opt.step()
+            terms = train_step(train_model, objective, opt, params, batch, cfg.model.kind, device, amp,
+                               cfg.optim.clip_grad)
             step += 1
             for k, v in terms.items():
                 sums[k] = sums.get(k, 0.0) + v.detach().float()

@@ -20,9 +20,13 @@ __all__ = ["DescriptorObjective", "MatcherObjective", "batch_counts"]
 
 
 def batch_counts(batch: dict, patch_size: int, device, impl: str | None = None):
-    """(counts_qr, counts_rq) of a batch from its packed geometry; pairs that are not copies get all-invalid rows."""
-    qr = patch_overlap(batch["paths_qr"].to(device), patch_size, impl=impl)
-    rq = patch_overlap(batch["paths_rq"].to(device), patch_size, impl=impl)
+    """(counts_qr, counts_rq) of a batch: precomputed ``counts_qr``/``counts_rq`` if the batch has them, else
+    from its packed geometry; pairs that are not copies get all-invalid rows."""
+    if "counts_qr" in batch:
+        qr, rq = batch["counts_qr"].to(device), batch["counts_rq"].to(device)
+    else:
+        qr = patch_overlap(batch["paths_qr"].to(device), patch_size, impl=impl)
+        rq = patch_overlap(batch["paths_rq"].to(device), patch_size, impl=impl)
     is_copy = batch["is_copy"].to(device).view(-1, 1, 1)
 
     def only_copies(c):
