@@ -20,7 +20,7 @@ from copynce_fast.data.dali import DaliPairLoader  # noqa: E402
 from copynce_fast.data.executor_torch import render_plan, to_tensor_image  # noqa: E402
 from copynce_fast.data.loader import EpochBatchSampler, plan_pair  # noqa: E402
 from copynce_fast.data.photometric import LINEAR_KINDS  # noqa: E402
-from copynce_fast.data.plan import AugmentPlan, Occluder, Overlay, PhotoOp, reference_plan  # noqa: E402
+from copynce_fast.data.plan import AugmentPlan, Overlay, reference_plan  # noqa: E402
 from copynce_fast.data.presets import matcher_preset, plain_preset  # noqa: E402
 from copynce_fast.data.sampler import PairPlan, sample_query_plan  # noqa: E402
 from copynce_fast.data.sources import ArraySource, bundled_source, folder_source  # noqa: E402
@@ -41,7 +41,8 @@ def _persp(hw):
 
 def _edit_plans():
     edits = [
-        [st.resize(HW, SQ)], [st.resized_crop(HW, 10, 20, 40, 50, SQ)], [st.resized_crop(HW, 10.3, 20.7, 40.5, 50.25, SQ)],
+        [st.resize(HW, SQ)], [st.resized_crop(HW, 10, 20, 40, 50, SQ)],
+        [st.resized_crop(HW, 10.3, 20.7, 40.5, 50.25, SQ)],
         [st.crop(HW, -10, -15, 80, 100), st.resize((80, 100), SQ)], [st.resized_crop(HW, 30, 40, 9, 11, SQ)],
         [st.hflip(HW), st.resize(HW, SQ)], [st.vflip(HW), st.resize(HW, SQ)], [st.rotate(HW, 90), st.resize(HW, SQ)],
         [st.rotate(HW, 30), st.resize(HW, SQ)], [st.shear(HW, 25), st.resize(HW, SQ)],
@@ -157,8 +158,8 @@ def test_weights_colour_and_occluders_match_torch():
         ops = tuple(sorted((o for o in q.ops if (o.kind in _DALI_ORDER)), key=lambda o: _DALI_ORDER[o.kind]))
         q = replace(q, ops=ops)
         pairs.append(PairPlan(q, reference_plan(k % 3, photos.hw(k % 3), S), True, True))
-    loader = DaliPairLoader(photos, cfg, 3, device_id=None, nearest=True, batch_sampler=EpochBatchSampler(6, 3, shuffle=False),
-                            pair_fn=lambda key: pairs[key.index])
+    loader = DaliPairLoader(photos, cfg, 3, device_id=None, nearest=True,
+                            batch_sampler=EpochBatchSampler(6, 3, shuffle=False), pair_fn=lambda key: pairs[key.index])
     n = 0
     for batch in loader:
         for i in range(3):

@@ -36,7 +36,8 @@ def test_presets_follow_the_reference():
 
 @pytest.mark.parametrize("kw, field", [({"crop_p": 1.5}, "crop_p"), ({"rrc_scale": (0.6, 0.2)}, "rrc_scale"),
                                        ({"crop_choices": ("zoom",)}, "crop_choices"), ({"size": 4}, "size"),
-                                       ({"pair_mode": "pairs"}, "pair_mode"), ({"jpeg_qualities": (0,)}, "jpeg_qualities")])
+                                       ({"pair_mode": "pairs"}, "pair_mode"),
+                                       ({"jpeg_qualities": (0,)}, "jpeg_qualities")])
 def test_config_rejects_bad_values(kw, field):
     with pytest.raises(ValueError, match=field):
         AugmentConfig(**kw)

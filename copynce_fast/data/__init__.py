@@ -19,6 +19,7 @@ from copynce_fast.data.synthetic import synthetic_images
 
 __all__ = ["AugmentConfig", "descriptor_preset", "matcher_preset", "plain_preset", "AugmentPlan", "PhotoOp",
            "Occluder", "Overlay", "reference_plan", "PairPlan", "sample_pair", "sample_query_plan", "PairKey",
-           "EpochBatchSampler", "NeighbourBatchSampler", "CopyPairDataset", "PairLoader", "collate_pairs", "to_device", "DecodeLimits",
+           "EpochBatchSampler", "NeighbourBatchSampler", "CopyPairDataset", "PairLoader", "collate_pairs", "to_device",
+           "DecodeLimits",
            "ImageSource", "SkipCounter", "folder_source", "file_list_source", "disc21_source", "bundled_source",
            "synthetic_source", "synthetic_images"]

@@ -3,7 +3,8 @@
 
 ``render_view`` is the augmentation graph, a plain function over data nodes: decode -> (antialias pre-shrink)
 -> one perspective warp per layer with the plan's composed matrices -> canvas tests (nearest warps of a 1x1
-"ones" image) -> layer weights (views that are only crop / resize / flips: one antialiased ROI resize) -> colour (one ``coord_transform`` of the composed linear colour ops) ->
+"ones" image) -> layer weights (views that are only crop / resize / flips: one antialiased ROI resize) ->
+colour (one ``coord_transform`` of the composed linear colour ops) ->
 pixelise / blur / edge enhance (conditional) -> occluder layer (text, emoji, smear) -> noise / JPEG
 (conditional) -> erasing layer. ``pair_pipeline`` feeds it from ``external_source`` (dali_feed.PairFeeder);
 ``DaliPairLoader`` iterates batch dicts identical to the torch loader's.
@@ -15,7 +16,6 @@ Gaussian noise comes from DALI's own generator (not the plan's seed), and JPEG a
 """
 from __future__ import annotations
 
-import numpy as np
 import torch
 
 from copynce_fast.data.dali_feed import KP, KQ, PairFeeder
@@ -40,7 +40,8 @@ _PASS = ("qr_mats", "qr_canv", "rq_mats", "rq_canv", "q_mask", "r_mask", "meta",
 
 
 def _view_keys(nearest: bool, photometric: bool) -> list[str]:
-    return ["mats", "weights"] + ([] if nearest else ["pre", "fast", "roi"]) + (list(_PHOTO_KEYS) if photometric else [])
+    geometry = ["mats", "weights"] + ([] if nearest else ["pre", "fast", "roi"])
+    return geometry + (list(_PHOTO_KEYS) if photometric else [])
 
 
 def feed_names(full_reference: bool, nearest: bool = False, photometric: bool = True) -> list[str]:
@@ -224,7 +225,8 @@ class DaliPairLoader:
             idx, src = shuffle_indices(seed, h * w, factor)
             key = (seed, h * w, factor, img.device)
             if key not in self._shuffle_cache:
-                self._shuffle_cache = {key: (torch.from_numpy(idx).to(img.device), torch.from_numpy(src).to(img.device))}
+                dev = img.device
+                self._shuffle_cache = {key: (torch.from_numpy(idx).to(dev), torch.from_numpy(src).to(dev))}
             ti, ts = self._shuffle_cache[key]
             flat[i][:, ti] = flat[i][:, ts]
         return img

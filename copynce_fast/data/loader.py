@@ -26,7 +26,8 @@ from copynce_fast.data.sampler import PairPlan, derive_seed, sample_pair
 from copynce_fast.data.sources import ImageSource, SkipCounter
 from copynce_fast.pixtrace.batch import pack_pairs
 
-__all__ = ["PairKey", "EpochBatchSampler", "NeighbourBatchSampler", "CopyPairDataset", "collate_pairs", "PairLoader", "plan_pair",
+__all__ = ["PairKey", "EpochBatchSampler", "NeighbourBatchSampler", "CopyPairDataset", "collate_pairs", "PairLoader",
+           "plan_pair",
            "to_device", "normalise_images", "IMAGENET_MEAN", "IMAGENET_STD"]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -123,7 +124,8 @@ class NeighbourBatchSampler(EpochBatchSampler):
             elif rng.random() < self.positive_rate:
                 keys.append(PairKey(a, epoch, a))
             else:
-                q = nb if rng.random() < self.hard_p else int((a + 1 + rng.integers(self.num_images - 1)) % self.num_images)
+                rand = int((a + 1 + rng.integers(self.num_images - 1)) % self.num_images)
+                q = nb if rng.random() < self.hard_p else rand
                 keys.append(PairKey(a, epoch, q))
         b = self.batch_size
         return [keys[k * b:(k + 1) * b] for k in range(len(keys) // b)]

@@ -16,7 +16,7 @@ __all__ = ["AugmentConfig", "descriptor_preset", "matcher_preset", "plain_preset
 @dataclass(frozen=True)
 class AugmentConfig:
     size: int = 224  # S: side of the query and reference views (pixels)
-    pair_mode: Literal["reference", "copy_copy"] = "reference"  # reference = resize(S,S) of the original; copy_copy = two copies
+    pair_mode: Literal["reference", "copy_copy"] = "reference"  # reference: resize of the original; copy_copy: 2 copies
     positive_rate: float = 1.0  # probability that a pair is a copy (the matcher draws negatives)
     copynce_on_negatives: bool = False  # reference quirk: True (negatives count in the CopyNCE mean)
     group_shuffle: bool = True  # draw a random order of the crop / geo / aug / additional groups per view

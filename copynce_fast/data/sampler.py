@@ -109,7 +109,8 @@ def _aug_ops(rng, cfg: AugmentConfig, size: int) -> list:
         fs = max(6, round(_uniform(rng, cfg.text_font_frac) * size))
         n = int(rng.integers(cfg.text_length[0], cfg.text_length[1] + 1))
         text = "".join(rng.choice(list(_TEXT_CHARS), n))
-        ops.append(Occluder("text", top=int(rng.integers(0, max(1, size - fs))), left=int(rng.integers(0, size * 4 // 5)),
+        top, left = int(rng.integers(0, max(1, size - fs))), int(rng.integers(0, size * 4 // 5))
+        ops.append(Occluder("text", top=top, left=left,
                             opacity=_uniform(rng, cfg.text_opacity), colour=colour(), size=fs, text=text))
     if rng.random() < cfg.emoji_p:
         gs = max(4, round(_uniform(rng, cfg.emoji_size) * size))

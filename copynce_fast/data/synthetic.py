@@ -40,7 +40,8 @@ def synthetic_image(seed: int, size=(375, 500)) -> np.ndarray:
             draw.polygon(pts, fill=col)
     for _ in range(int(rng.integers(0, 4))):
         y = int(rng.integers(0, h))
-        draw.line((0, y, w, y + int(rng.integers(-h // 3, h // 3))), fill=tuple(int(v) for v in rng.integers(0, 256, 3)),
+        col = tuple(int(v) for v in rng.integers(0, 256, 3))
+        draw.line((0, y, w, y + int(rng.integers(-h // 3, h // 3))), fill=col,
                   width=int(rng.integers(2, 9)))
     return np.array(img)
 
