@@ -21,7 +21,7 @@ from copynce_fast.cli._common import CliError, one_line
 # Subcommands owned by this package, in --help order.
 COMMANDS = ("extract", "index", "search", "evaluate", "rescore", "compare", "export", "bench")
 # Subcommands registered only when their module exists (owned by the training side).
-OPTIONAL_COMMANDS = ("train", "demo")
+OPTIONAL_COMMANDS = ("train", "demo", "knn")
 
 
 def _register(subparsers, module_name: str) -> None:
