@@ -67,3 +67,14 @@ def test_ddp_two_cpu_processes_on_gloo(tmp_path):
     assert out.returncode == 0, out.stderr[-3000:]
     rows = [json.loads(line) for line in open(tmp_path / "ddp" / "log.jsonl")]
     assert [r["step"] for r in rows] == [1, 2] and "world 2" in out.stdout + out.stderr
+
+
+def test_our_checkpoint_loads_as_pretrained_weights(tmp_path):
+    from copynce_fast.models.build import build_model, load_pretrained
+
+    cfg = tiny(tmp_path, max_steps=1)
+    train(cfg)
+    model = build_model(cfg.model)
+    assert load_pretrained(model, tmp_path / "checkpoint.pt") == "ours"
+    saved = torch.load(tmp_path / "checkpoint.pt", weights_only=True)["model"]
+    assert all(torch.equal(v, saved[k]) for k, v in model.state_dict().items())

@@ -41,7 +41,7 @@ from copynce_fast.models import (
     load_copynce_checkpoint,
     load_dino_checkpoint,
 )
-from copynce_fast.models.build import build_model
+from copynce_fast.models.build import build_model, checkpoint_format, strip_wrappers
 from copynce_fast.models.checkpoints import unwrap_state_dict
 
 ARCH_DEPTH = {"vit_tiny": 4, "vit_small": 12, "vit_base": 12}
@@ -103,26 +103,6 @@ def file_digest(path: Path, n_hex: int = 12) -> str:
     return h.hexdigest()[:n_hex]
 
 
-def detect_format(obj) -> str:
-    """"ours" / "copynce" / "dino" from a loaded checkpoint object (see the module docstring)."""
-    if isinstance(obj, dict) and "model" in obj and isinstance(obj.get("config"), dict):
-        return "ours"
-    state, _ = unwrap_state_dict(obj)
-    if any(k.startswith("heads.") for k in state):
-        return "copynce"
-    return "dino"
-
-
-def _strip(state: dict) -> dict:
-    out = {}
-    for k, v in state.items():
-        for p in ("module.", "_orig_mod."):
-            while k.startswith(p):
-                k = k[len(p):]
-        out[k] = v
-    return out
-
-
 def _arch_of_width(width: int, where: str) -> str:
     for arch, w in ARCH_WIDTH.items():
         if w == width:
@@ -149,7 +129,7 @@ def _load_ours(obj: dict, kind, img_size, attn_impl, path) -> LoadedModel:
     state = obj["model"]
     if not isinstance(state, dict):
         raise ValueError(f"--weights {path}: 'model' is a {type(state).__name__}, expected a state dict")
-    missing, unexpected = model.load_state_dict(_strip(state), strict=False)
+    missing, unexpected = model.load_state_dict(strip_wrappers(state), strict=False)
     if missing or unexpected:
         raise ValueError(f"--weights {path}: state dict does not fit the config's {mc.kind} ({mc.arch}): "
                          f"missing {missing[:5]}, unexpected {unexpected[:5]}")
@@ -267,7 +247,7 @@ def load_model(kind: str | None, weights: str | Path | None = None, *, fmt: str 
             obj = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as e:  # corrupt file, pickle with code, not a torch file: name the file
             raise ValueError(f"--weights {path}: cannot load ({type(e).__name__}: {e})") from None
-        fmt = detect_format(obj) if fmt == "auto" else fmt
+        fmt = checkpoint_format(obj) if fmt == "auto" else fmt
         if fmt == "ours":
             if not (isinstance(obj, dict) and isinstance(obj.get("config"), dict) and "model" in obj):
                 raise ValueError(f"--weights {path}: --format ours needs a dict with 'model' and 'config'")

@@ -11,7 +11,7 @@ from copynce_fast.models.checkpoints import load_copynce_checkpoint, load_dino_c
 from copynce_fast.models.descriptor import descriptor_vit_base, descriptor_vit_small, descriptor_vit_tiny
 from copynce_fast.models.matcher import matcher_vit_base, matcher_vit_small, matcher_vit_tiny
 
-__all__ = ["build_model", "load_pretrained", "checkpoint_format"]
+__all__ = ["build_model", "load_pretrained", "checkpoint_format", "strip_wrappers"]
 
 _DESCRIPTORS = {"vit_tiny": descriptor_vit_tiny, "vit_small": descriptor_vit_small, "vit_base": descriptor_vit_base}
 _MATCHERS = {"vit_tiny": matcher_vit_tiny, "vit_small": matcher_vit_small, "vit_base": matcher_vit_base}
@@ -32,14 +32,24 @@ def build_model(cfg: ModelConfig) -> nn.Module:
     raise ValueError(f"model.kind: must be 'descriptor' or 'matcher', got {cfg.kind!r}")
 
 
-def checkpoint_format(state: dict) -> str:
-    """'ours' (a training checkpoint of this package), 'copynce' (official) or 'dino', from the keys."""
-    if "config" in state and "model" in state:
+def checkpoint_format(obj) -> str:
+    """"ours" (a training checkpoint of this package: {"model", "config"}), "copynce" (official: has heads.*)
+    or "dino", from a loaded checkpoint object."""
+    if isinstance(obj, dict) and "model" in obj and isinstance(obj.get("config"), dict):
         return "ours"
-    inner = state.get("model", state)
-    if any(k.startswith(("encoder.", "module.encoder.")) for k in inner):
-        return "copynce"
-    return "dino"
+    state, _ = unwrap_state_dict(obj)
+    return "copynce" if any(k.startswith("heads.") for k in state) else "dino"
+
+
+def strip_wrappers(state: dict) -> dict:
+    """Our own state dicts: drop the ``module.`` (DDP) and ``_orig_mod.`` (torch.compile) prefixes only."""
+    out = {}
+    for k, v in state.items():
+        for p in ("module.", "_orig_mod."):
+            while k.startswith(p):
+                k = k[len(p):]
+        out[k] = v
+    return out
 
 
 def load_pretrained(model: nn.Module, path) -> str:
@@ -47,10 +57,9 @@ def load_pretrained(model: nn.Module, path) -> str:
     if not Path(path).is_file():
         raise FileNotFoundError(f"model.pretrained: no file at {path}")
     raw = torch.load(path, map_location="cpu", weights_only=True)
-    fmt = checkpoint_format(raw) if isinstance(raw, dict) else "dino"
+    fmt = checkpoint_format(raw)
     if fmt == "ours":
-        state, _ = unwrap_state_dict(raw["model"])
-        model.load_state_dict(state, strict=True)
+        model.load_state_dict(strip_wrappers(raw["model"]), strict=True)
     elif fmt == "copynce":
         load_copynce_checkpoint(model, raw)
     else:
