@@ -202,3 +202,23 @@ def test_shuffled_pixels_are_occluded():
     mask = plan.occluder_mask()
     assert math.isclose(mask.mean(), 0.1, abs_tol=0.01)
     assert changed.sum() > 0.08 * S * S and not (changed & ~mask).any()
+
+
+def test_bilinear_fast_path_keeps_a_ramp():
+    # uint8 crop / resize / flip views take F.interpolate on the source box: same centre-aligned map.
+    from copynce_fast.data.geometry import _axis_aligned_box
+    yy, xx = np.mgrid[0:210, 0:240]
+    ramp = torch.from_numpy(np.stack([xx, yy, (xx + yy) // 2]).clip(0, 255).astype(np.uint8))
+    hw = (210, 240)
+    yx = np.stack(np.meshgrid(np.arange(S) + 0.5, np.arange(S) + 0.5, indexing="xy"), -1).reshape(-1, 2)
+    for stages in ([st.resized_crop(hw, 20, 11, 150, 180, SQ), st.hflip(SQ)],
+                   [st.vflip(hw), st.resized_crop(hw, 7, 9, 190, 222, SQ)], [st.resize(hw, SQ)]):
+        plan = AugmentPlan(0, View(hw, stages))
+        assert _axis_aligned_box(np.linalg.inv(plan.view.matrix()), SQ, hw) is not None  # the fast path runs
+        src, valid = plan.view.map_to_source(yx)
+        inner = valid & (src[:, 0] > 6) & (src[:, 0] < 234) & (src[:, 1] > 6) & (src[:, 1] < 204)
+        for antialias in (False, True):
+            out = render_geometry(plan, ramp, interp="bilinear", antialias=antialias).reshape(3, -1).numpy()
+            for c in (0, 1):
+                err = np.abs(out[c][inner] - (src[inner, c] - 0.5))  # pixel k holds k at its centre k + 0.5
+                assert err.mean() < 0.5 and err.max() < 1.6, (stages[0].name, antialias, err.mean(), err.max())
