@@ -10,7 +10,8 @@ from copynce_fast.config import LossConfig
 from copynce_fast.ops import copynce_ref, patch_overlap_ref
 from copynce_fast.pixtrace import pack_pairs
 from copynce_fast.pixtrace.random_views import random_view
-from copynce_fast.train.hnm import PairBatchSampler, build_knn_table, load_knn_table, save_knn_table
+from copynce_fast.data.loader import EpochBatchSampler, NeighbourBatchSampler
+from copynce_fast.train.hnm import build_knn_table, load_knn_table, save_knn_table
 from copynce_fast.train.objective import DescriptorObjective, MatcherObjective
 from copynce_fast.train.schedule import lr_at
 
@@ -23,28 +24,32 @@ def test_schedule_warms_up_then_reaches_min_lr_on_the_last_step():
     assert math.isclose(lrs[-1], 1e-5)
 
 
-def test_sampler_partitions_the_epoch_across_ranks_and_resumes():
+def test_sampler_partitions_the_epoch_across_ranks_and_resumes_mid_epoch():
     seen = []
     for rank in range(2):
-        s = PairBatchSampler(40, 5, seed=3, rank=rank, world_size=2)
+        s = EpochBatchSampler(40, 5, seed=3, rank=rank, world_size=2)
         s.set_epoch(1)
-        seen += [i for b in s for i in b]
+        seen += [k.index for b in s for k in b]
     assert sorted(seen) == list(range(40))  # every item once per epoch across ranks
-    s = PairBatchSampler(40, 5, seed=3)
+    s = EpochBatchSampler(40, 5, seed=3)
     s.set_epoch(2)
     full = list(s)
     s.set_epoch(2, start_batch=3)
-    assert list(s) == full[3:]
+    assert list(s) == full[3:]  # a resumed run sees exactly the rest of the epoch
     s.set_epoch(3)
     assert list(s) != full
 
 
-def test_sampler_draws_partners_from_the_knn_table():
-    table = np.array([[(i + 1) % 30, (i + 2) % 30] for i in range(30)], dtype=np.int32)
-    s = PairBatchSampler(30, 6, partners=True, knn_table=table)
-    for batch in s:
-        anchors, partners = batch[:6], batch[6:]
-        assert all(p in table[a] for a, p in zip(anchors, partners))
+def test_neighbour_sampler_resumes_like_the_plain_one():
+    table = np.array([[(i + 1) % 30, (i + 2) % 30] for i in range(30)])
+    s = NeighbourBatchSampler(table, 6)
+    s.set_epoch(0)
+    full = list(s)
+    s.set_epoch(0, start_batch=2)
+    assert list(s) == full[2:]
+    for batch in full:  # descriptor mode: anchor, neighbour, anchor, neighbour, ...
+        for a, h in zip(batch[::2], batch[1::2]):
+            assert h.index in table[a.index]
 
 
 def test_knn_table_finds_planted_neighbours(tmp_path):

@@ -1,6 +1,7 @@
 """The training loop end to end on CPU: runs, resumes to the same next-step loss, stops on NaN, DDP on gloo."""
 import json
 import os
+import socket
 import subprocess
 import sys
 from dataclasses import replace
@@ -61,7 +62,11 @@ def test_ddp_two_cpu_processes_on_gloo(tmp_path):
     cfg = tiny(tmp_path / "ddp", max_steps=2)
     save_json(cfg, tmp_path / "cfg.json")
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", "29731",
+    with socket.socket() as sock:  # a free port on this machine
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-addr", "127.0.0.1",
+           "--master-port", str(port),
            "-m", "copynce_fast.cli", "train", "--config", str(tmp_path / "cfg.json"), "--no-progress"]
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
     assert out.returncode == 0, out.stderr[-3000:]

@@ -54,10 +54,11 @@ class EpochBatchSampler:
         if not 0 <= rank < world_size:
             raise ValueError(f"rank: must be in [0, {world_size}), got {rank}")
         self.num_images, self.batch_size, self.seed, self.shuffle = num_images, batch_size, seed, shuffle
-        self.rank, self.world_size, self.epoch = rank, world_size, 0
+        self.rank, self.world_size, self.epoch, self.start_batch = rank, world_size, 0, 0
 
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = int(epoch)
+    def set_epoch(self, epoch: int, start_batch: int = 0) -> None:
+        """Select the epoch; ``start_batch`` skips its first batches (a resumed run continues mid-epoch)."""
+        self.epoch, self.start_batch = int(epoch), int(start_batch)
 
     def __len__(self) -> int:
         return (self.num_images // self.world_size) // self.batch_size
@@ -73,7 +74,7 @@ class EpochBatchSampler:
         return [[PairKey(int(i), epoch) for i in mine[k * b:(k + 1) * b]] for k in range(len(mine) // b)]
 
     def __iter__(self) -> Iterator[list[PairKey]]:
-        return iter(self.epoch_keys(self.epoch))
+        return iter(self.epoch_keys(self.epoch)[self.start_batch:])
 
 
 class NeighbourBatchSampler(EpochBatchSampler):

@@ -1,7 +1,7 @@
 """The trainer's view of the data: an image source, the augmentation preset, the pair sampler and the loader.
 
-The trainer owns the index order (``PairBatchSampler``: seeded per epoch, sharded by rank, resumable
-mid-epoch, hard-negative partners); ``copynce_fast.data`` renders the pairs and packs their geometry.
+The index order comes from ``copynce_fast.data``'s batch samplers (seeded per epoch, sharded by rank, resumable
+mid-epoch; ``NeighbourBatchSampler`` for hard negatives from a k-NN table), which also render the pairs.
 """
 from __future__ import annotations
 
@@ -12,11 +12,11 @@ from typing import Iterator
 import torch
 
 from copynce_fast.config import Config
-from copynce_fast.data.loader import PairKey, PairLoader, to_device
+from copynce_fast.data.loader import EpochBatchSampler, NeighbourBatchSampler, PairLoader, to_device
 from copynce_fast.data.presets import AugmentConfig, descriptor_preset, matcher_preset
 from copynce_fast.data.sources import (ArraySource, ImageSource, bundled_source, disc21_source, file_list_source,
                                        folder_source, synthetic_source)
-from copynce_fast.train.hnm import PairBatchSampler, load_knn_table
+from copynce_fast.train.hnm import load_knn_table
 from copynce_fast.utils.dist import DistInfo
 
 __all__ = ["TrainData", "build_train_data", "open_source", "augment_config"]
@@ -54,25 +54,10 @@ def augment_config(cfg: Config) -> AugmentConfig:
                    positive_rate=cfg.data.positive_rate if cfg.model.kind == "matcher" else 1.0)
 
 
-class _KeySampler:
-    """Adapts the trainer's index batches to the loader's PairKey batches (same length, same order)."""
-
-    def __init__(self, sampler: PairBatchSampler):
-        self.sampler = sampler
-
-    def __len__(self) -> int:
-        return len(self.sampler)
-
-    def __iter__(self) -> Iterator[list[PairKey]]:
-        epoch = self.sampler.epoch
-        for batch in self.sampler:
-            yield [PairKey(int(i), epoch) for i in batch]
-
-
 @dataclass
 class TrainData:
     source: ImageSource
-    sampler: PairBatchSampler
+    sampler: EpochBatchSampler  # or its NeighbourBatchSampler subclass (hard negatives)
     loader: PairLoader
     device: torch.device
 
@@ -89,13 +74,19 @@ class TrainData:
 
 def build_train_data(cfg: Config, device: torch.device, dist_info: DistInfo) -> TrainData:
     source = open_source(cfg.data.source, cfg.data.synthetic_images, cfg.run.seed)
-    descriptor_pairs = cfg.model.kind == "descriptor" and cfg.data.hard_negatives
     knn = load_knn_table(cfg.data.knn_path, len(source))[:, :cfg.data.knn_k] if cfg.data.knn_path else None
-    sampler = PairBatchSampler(len(source), cfg.data.batch_size, seed=cfg.run.seed, rank=dist_info.rank,
-                               world_size=dist_info.world_size, partners=descriptor_pairs, knn_table=knn)
-    pairs = cfg.data.batch_size * (2 if descriptor_pairs else 1)
-    loader = PairLoader(source, augment_config(cfg), pairs, num_workers=cfg.data.num_workers, seed=cfg.run.seed,
-                        rank=dist_info.rank, world_size=dist_info.world_size, batch_sampler=_KeySampler(sampler))
-    if cfg.model.kind == "matcher" and cfg.data.hard_negatives and knn is not None:
-        log.info("matcher hard negatives from %s are drawn by the loader's negative sampling", cfg.data.knn_path)
+    shard = dict(seed=cfg.run.seed, rank=dist_info.rank, world_size=dist_info.world_size)
+    if knn is not None and cfg.data.hard_negatives:
+        # descriptor: each anchor brings a neighbour as a second positive pair (batch_size anchors -> 2x pairs);
+        # matcher: negatives' queries are neighbours half of the time
+        descriptor = cfg.model.kind == "descriptor"
+        sampler = NeighbourBatchSampler(knn, cfg.data.batch_size * (2 if descriptor else 1),
+                                        mode=cfg.model.kind, positive_rate=cfg.data.positive_rate, **shard)
+    else:
+        if cfg.data.hard_negatives:
+            log.info("data.hard_negatives: no data.knn_path given, batches are random (build one: copynce-fast knn)")
+        sampler = EpochBatchSampler(len(source), cfg.data.batch_size, **shard)
+    loader = PairLoader(source, augment_config(cfg), sampler.batch_size, num_workers=cfg.data.num_workers,
+                        seed=cfg.run.seed, rank=dist_info.rank, world_size=dist_info.world_size,
+                        batch_sampler=sampler)
     return TrainData(source, sampler, loader, device)

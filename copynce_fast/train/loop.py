@@ -21,7 +21,6 @@ from copynce_fast.models.build import build_model, load_pretrained
 from copynce_fast.train.data import TrainData, build_train_data
 from copynce_fast.eval.plots import write_json_report
 from copynce_fast.train.heldout import heldout_eval
-from copynce_fast.train.hnm import PairBatchSampler
 from copynce_fast.train.logging import RunLogger
 from copynce_fast.train.objective import DescriptorObjective, MatcherObjective
 from copynce_fast.train.schedule import lr_at
@@ -112,7 +111,7 @@ def train(cfg: Config) -> TrainResult:
     lr = scaled_lr(cfg, dist_info.world_size)
     opt = torch.optim.AdamW(param_groups(model, objective, cfg.optim.weight_decay), lr=lr, betas=cfg.optim.betas,
                             fused=device.type == "cuda")
-    sampler: PairBatchSampler = data.sampler
+    sampler = data.sampler
     steps_per_epoch = cfg.optim.steps_per_epoch or len(sampler)
     if not 0 < steps_per_epoch <= len(sampler):
         raise ValueError(f"optim.steps_per_epoch: must be in [1, {len(sampler)}] (batches per epoch), "
