@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from copynce_fast.cli._common import add_common_args, add_subparser
 
+NOISE = 0.05  # μAP spread across seeds of the demo run (one config, several seeds)
+
 
 def add_parser(subparsers) -> None:
     p = add_subparser(subparsers, "demo", "the main job: trace pairs, train a tiny descriptor with and without "
@@ -83,9 +85,13 @@ def run(args) -> int:
     print("\n".join(rows))
     if "no_copynce" in results:
         a, b = results["copynce"].uap, results["no_copynce"].uap
-        verdict = "CopyNCE helps" if a > b else "CopyNCE does NOT help at this tiny scale"
-        print(f"\nμAP with CopyNCE {a:.3f} vs without {b:.3f}: {verdict} (one seed; differences of a few "
-              f"points are within seed noise at this size)")
+        # Seeds alone move μAP by ~0.05 at this size (observed 0.08-0.17 for one config), so only a larger gap
+        # is a finding; anything smaller is reported as inconclusive rather than as a win or a loss.
+        if abs(a - b) < NOISE:
+            verdict = f"inconclusive: the gap is below the ~{NOISE} seed noise of a run this small"
+        else:
+            verdict = "CopyNCE helps here" if a > b else "CopyNCE does NOT help at this tiny scale"
+        print(f"\nμAP with CopyNCE {a:.3f} vs without {b:.3f}: {verdict}.")
     write_json_report(out / "summary.json", {k: v for k, v in results.items()})
     print(f"summary: {out / 'summary.json'}; loss curves: {out}/*/loss_curves.png; pairs: {out / 'pairs.png'}")
     return 0
