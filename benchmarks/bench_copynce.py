@@ -3,8 +3,8 @@
 Modes fwd, bwd (backward only, graph retained) and fwd+bwd; medians (CUDA events), peak extra memory, achieved
 TFLOP/s and GB/s, and the H100 floor. Formulas (per call, B pairs, L = Lq = Lr, C channels, e = token bytes):
     FLOPs  = 2·B·L²·C per similarity-sized product; useful work: fwd 1×, bwd 2× (dQ, dR), fwd+bwd 3×.
-             (The Triton kernels recompute S: they execute fwd 2×, bwd 4×; the TFLOP/s column counts useful work.)
-    Bytes  = tokens in 2·B·L·C·e + counts read 2·B·L·(L+1)·4 (int32) [+ gradients out 2·B·L·C·e for bwd modes]
+             (the Triton kernels recompute S: they execute fwd 2×, bwd 4×; TFLOP/s counts useful work only).
+    Bytes  = tokens in 2·B·L·C·e + int32 counts read 2·B·L·(L+1)·4 [+ gradients out 2·B·L·C·e in bwd modes]
              (the minimum any implementation must move; GB/s = Bytes / time).
     floor  = max(Bytes / 3.35 TB/s, FLOPs / peak), peak = 989 TFLOP/s bf16 dense, 67 TFLOP/s fp32 (H100 SXM).
 
@@ -75,7 +75,8 @@ def make_inputs(cfg: BenchConfig, device):
 
     def counts():  # 256 pixels per patch, most of them in a few patches, some invalid: like real overlaps
         idx = torch.randint(0, l + 1, (b, l, 256), device=device)
-        idx[..., :192] = (torch.arange(l, device=device).view(1, l, 1) + torch.randint(0, 3, (b, l, 192), device=device)) % (l + 1)
+        near = torch.arange(l, device=device).view(1, l, 1) + torch.randint(0, 3, (b, l, 192), device=device)
+        idx[..., :192] = near % (l + 1)
         return torch.zeros(b, l, l + 1, dtype=torch.int32, device=device).scatter_add_(
             2, idx, torch.ones_like(idx, dtype=torch.int32))
 

@@ -279,6 +279,11 @@ def _check_inputs(query, reference, counts_qr, counts_rq) -> None:
     check_same_device(query=query, reference=reference, counts_qr=counts_qr, counts_rq=counts_rq)
 
 
+def _unit_stride(t: torch.Tensor) -> torch.Tensor:
+    """Rows must be contiguous; batch and row strides are free (``tokens[:, 1:]`` without the CLS token is no copy)."""
+    return t if t.stride(-1) == 1 else t.contiguous()
+
+
 def _common_args(query, reference, counts_qr, counts_rq, scale, lamb, cfg):
     B, lq, c = query.shape
     lr = reference.shape[1]
@@ -292,8 +297,7 @@ def copynce_fwd(query: torch.Tensor, reference: torch.Tensor, counts_qr: torch.T
                 scale: float, gamma: float, lamb: float) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-pair loss [B] fp32 and the per-row stats [B, 4, Lq + Lr] fp32 (lse, rs, wn, W) the backward reads."""
     _check_inputs(query, reference, counts_qr, counts_rq)
-    query, reference = query.contiguous(), reference.contiguous()
-    counts_qr, counts_rq = counts_qr.contiguous(), counts_rq.contiguous()
+    query, reference, counts_qr, counts_rq = map(_unit_stride, (query, reference, counts_qr, counts_rq))
     B, lq, c = query.shape
     lr = reference.shape[1]
     stats = torch.empty(B, 4, lq + lr, dtype=torch.float32, device=query.device)
@@ -322,8 +326,7 @@ def copynce_bwd(grad: torch.Tensor, query: torch.Tensor, reference: torch.Tensor
                 counts_rq: torch.Tensor, stats: torch.Tensor, scale: float, gamma: float,
                 lamb: float) -> tuple[torch.Tensor, torch.Tensor]:
     """(d query, d reference) in the token dtype, for the upstream gradient ``grad`` [B] of the per-pair loss."""
-    query, reference = query.contiguous(), reference.contiguous()
-    counts_qr, counts_rq = counts_qr.contiguous(), counts_rq.contiguous()
+    query, reference, counts_qr, counts_rq = map(_unit_stride, (query, reference, counts_qr, counts_rq))
     grad = grad.to(torch.float32)
     B, lq, c = query.shape
     lr = reference.shape[1]

@@ -9,15 +9,17 @@ from copynce_fast.ops import copynce, copynce_ref
 
 DEV = "cuda" if torch.cuda.is_available() else "cpu"
 
-# (B, Lq, Lr, C): tiny, odd L with the weird-shape C, Lq != Lr, several row blocks (BLOCK_M = 64), tiny C.
-SHAPES = [(1, 4, 4, 8), (2, 37, 37, 129), (3, 20, 29, 24), (2, 70, 50, 33), (1, 130, 100, 16), (2, 9, 5, 3)]
+# (B, Lq, Lr, C): tiny, odd L with the weird-shape C, Lq != Lr, several row blocks, tiny C, a single patch.
+SHAPES = [(1, 4, 4, 8), (2, 37, 37, 129), (3, 20, 29, 24), (2, 70, 50, 33), (1, 130, 100, 16), (2, 9, 5, 3),
+          (2, 1, 3, 16)]
 # (scale, gamma, lamb)
 HPARAMS = [(16.0, 1.0, 0.5), (16.0, 3.0, 0.5), (10.0, 2.0, 0.3), (20.0, 1.5, 1.0), (16.0, 3.0, 0.0)]
 
 
 def assert_close(actual, expected, atol=1e-5, rtol=1e-5, what=""):
     """fp32 table tolerance (conftest.TOL); reports max abs / rel diff and the worst index."""
-    torch.testing.assert_close(actual.double().cpu(), expected.double().cpu(), atol=atol, rtol=rtol, msg=lambda m: f"{what}: {m}")
+    torch.testing.assert_close(actual.double().cpu(), expected.double().cpu(), atol=atol, rtol=rtol,
+                               msg=lambda m: f"{what}: {m}")
 
 
 def make_counts(b, la, lo, p2=64, generator=None):
@@ -112,6 +114,20 @@ def test_permuting_reference_patches_changes_nothing():
     assert_close(b[0], a[0])
     assert_close(b[1], a[1])
     assert_close(b[2], a[2][:, perm])
+
+
+def test_strided_tokens_match():
+    """ViT tokens without the CLS token (a slice, no copy) and channel-strided tokens (copied by the launcher)."""
+    q, _, cqr, crq = make_inputs(2, 12, 12, 24)
+    q_cls = torch.cat([torch.randn(2, 1, 24), q], 1)
+    r_wide = torch.randn(2, 12, 48)
+    cqr, crq = cqr.to(DEV), crq.to(DEV)
+    got = loss_and_grads(lambda a, o: copynce_triton(a[:, 1:], o[..., ::2], cqr, crq).sum(), q_cls.to(DEV),
+                         r_wide.to(DEV))
+    ref = loss_and_grads(lambda a, o: copynce_ref(a[:, 1:], o[..., ::2].contiguous(), cqr.cpu(), crq.cpu(),
+                                                  reduction="none").sum(), q_cls, r_wide)
+    for a, e in zip(got, ref):
+        assert_close(a, e)
 
 
 def test_swapping_query_and_reference_swaps_the_directions():

@@ -143,6 +143,18 @@ def test_dispatch_and_compile():
     fn = torch.compile(lambda m: patch_overlap_from_dense(m, (32, 32), 8, impl="triton"), fullgraph=True,
                        backend="aot_eager")
     assert torch.equal(fn(maps).cpu(), expected)
+    geo = torch.compile(lambda m, c: patch_overlap(PackedPaths(m, c, (64, 48), (32, 32)), 8, impl="triton"),
+                        fullgraph=True, backend="aot_eager")
+    assert torch.equal(geo(paths.matrices.to(DEV), paths.canvases.to(DEV)).cpu(), expected)
+
+
+def test_custom_op_registrations():
+    paths = make_paths(np.random.default_rng(4), (50, 60), (16, 24), (16, 16), batch=2, occluders=True).to(DEV)
+    torch.library.opcheck(kov._patch_overlap_op, (paths.matrices, paths.canvases, paths.src_occluder,
+                                                  paths.dst_occluder, 16, 24, 16, 16, 8),
+                          test_utils=("test_schema", "test_faketensor"))
+    maps = correspondence_map(paths)
+    torch.library.opcheck(kov._patch_overlap_dense_op, (maps, 16, 16, 8), test_utils=("test_schema", "test_faketensor"))
 
 
 def test_rejects_bad_arguments():
