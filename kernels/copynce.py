@@ -49,7 +49,7 @@ import triton
 import triton.language as tl
 
 from copynce_fast.kernels._common import (MAX_FUSED_C, MAX_FUSED_L, PIPELINE_SMEM, TILE_ELEMS_PER_THREAD,
-                                          check_same_device, next_pow2)
+                                          check_same_device, interpreted, next_pow2)
 
 __all__ = ["copynce_triton"]
 
@@ -386,6 +386,8 @@ def copynce_triton(query: torch.Tensor, reference: torch.Tensor, counts_qr: torc
     if reference.dtype != query.dtype:  # tl.dot needs one dtype; autograd casts the gradient back
         common = torch.promote_types(query.dtype, reference.dtype)
         query, reference = query.to(common), reference.to(common)
+    if interpreted() and query.dtype == torch.bfloat16:  # the interpreter's bf16 dot is wrong: compute in fp32
+        query, reference = query.float(), reference.float()
     if counts_rq.dtype != counts_qr.dtype:
         common = torch.promote_types(counts_qr.dtype, counts_rq.dtype)
         counts_qr, counts_rq = counts_qr.to(common), counts_rq.to(common)

@@ -102,6 +102,24 @@ def test_count_dtypes(dtype):
     assert_close(copynce_triton(q.to(DEV), r.to(DEV), cqr.to(DEV, dtype), crq.to(DEV), gamma=3.0), expected)
 
 
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_low_precision_tokens_keep_their_dtype(dtype):
+    """16-bit tokens: fp32 loss close to the fp32 math on the same (rounded) tokens, gradients in the token dtype.
+
+    The interpreter has no bf16 dot, so there the launcher computes bf16 in fp32; fp16 runs as is. Tight
+    low-precision bounds are the GPU test below.
+    """
+    q, r, cqr, crq = make_inputs(2, 21, 19, 40, dtype=dtype)
+    got = loss_and_grads(lambda a, o: copynce_triton(a, o, cqr.to(DEV), crq.to(DEV), gamma=3.0).sum(), q.to(DEV),
+                         r.to(DEV))
+    ref = loss_and_grads(lambda a, o: copynce_ref(a, o, cqr, crq, gamma=3.0, reduction="none").sum(), q.float(),
+                         r.float())
+    assert got[0].dtype == torch.float32 and got[1].dtype == dtype and got[2].dtype == dtype
+    assert_close(got[0], ref[0], atol=1e-4, rtol=1e-4)
+    for a, e in zip(got[1:], ref[1:]):
+        assert_close(a.float() / e.abs().max(), e / e.abs().max(), atol=2e-2, rtol=2e-2, what="scaled gradient")
+
+
 def test_permuting_reference_patches_changes_nothing():
     """Relabel the reference patches (tokens, count columns of q->r, count rows of r->q): same loss, permuted grads."""
     q, r, cqr, crq = make_inputs(2, 15, 18, 24)

@@ -118,7 +118,7 @@ def dense_maps(dtype):
 
 
 @pytest.mark.parametrize("dtype", [torch.int64, torch.int32, torch.int16, torch.float32, torch.float64,
-                                   torch.float16])
+                                   torch.float16, torch.bfloat16])
 def test_dense_counts_equal_reference(dtype):
     maps = dense_maps(dtype)
     expected = patch_overlap_from_dense_ref(maps, (32, 24), 8)
