@@ -1,7 +1,7 @@
 """THE dispatch rule: which implementation of an op runs. Nothing else decides."""
 from __future__ import annotations
 
-import functools
+import importlib.util
 import logging
 import os
 
@@ -11,13 +11,15 @@ _log = logging.getLogger("copynce_fast")
 IMPLS = ("torch", "triton")
 
 
-@functools.lru_cache(maxsize=None)
+def _probe_triton() -> bool:
+    return importlib.util.find_spec("triton") is not None
+
+
+_TRITON_AVAILABLE = _probe_triton()  # a plain bool: Dynamo traces through it without cache warnings
+
+
 def triton_available() -> bool:
-    try:
-        import triton  # noqa: F401
-    except ImportError:
-        return False
-    return True
+    return _TRITON_AVAILABLE
 
 
 def triton_interpreted() -> bool:
