@@ -94,3 +94,16 @@ def test_triton_kernels_train_like_the_torch_reference(tmp_path):
     for a, b in zip(runs["torch"], runs["triton"]):
         for k in ("copynce", "total"):
             torch.testing.assert_close(torch.tensor(b[k]), torch.tensor(a[k]), rtol=1e-4, atol=1e-5)
+
+
+def test_dali_cpu_backend_trains_and_resumes(tmp_path):
+    pytest.importorskip("nvidia.dali")
+    cfg = tiny(tmp_path / "full", max_steps=4)
+    cfg = replace(cfg, data=replace(cfg.data, backend="dali", num_workers=1))
+    full = train(cfg)
+    assert full.steps == 4 and all(torch.isfinite(torch.tensor(r["total"])) for r in full.history)
+    split = replace(cfg, run=replace(cfg.run, out_dir=str(tmp_path / "split"), max_steps=3))
+    train(split)  # stops mid-epoch (4 batches per epoch)
+    resumed = train(replace(split, run=replace(split.run, max_steps=4)))
+    torch.testing.assert_close(torch.tensor(resumed.history[-1]["total"]), torch.tensor(full.history[-1]["total"]),
+                               rtol=1e-5, atol=1e-6)

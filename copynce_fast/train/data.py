@@ -19,7 +19,7 @@ from copynce_fast.data.sources import (ArraySource, ImageSource, bundled_source,
 from copynce_fast.train.hnm import load_knn_table
 from copynce_fast.utils.dist import DistInfo
 
-__all__ = ["TrainData", "build_train_data", "open_source", "augment_config"]
+__all__ = ["TrainData", "build_train_data", "open_source", "augment_config", "resolve_backend"]
 
 log = logging.getLogger("copynce_fast.train")
 
@@ -58,18 +58,45 @@ def augment_config(cfg: Config) -> AugmentConfig:
 class TrainData:
     source: ImageSource
     sampler: EpochBatchSampler  # or its NeighbourBatchSampler subclass (hard negatives)
-    loader: PairLoader
+    loader: PairLoader | None  # the torch CPU executor (None with DALI)
     device: torch.device
+    dali_args: dict | None = None  # DaliPairLoader arguments; built at the first epoch that is iterated
+    _dali: object = None
 
     @property
     def num_items(self) -> int:
         return len(self.source)
 
+    @property
+    def backend(self) -> str:
+        return "torch" if self.loader is not None else "dali"
+
     def batches(self) -> Iterator[dict]:
         """Batches of the sampler's current epoch (from its start batch), on the device, images normalised."""
         dtype = torch.bfloat16 if self.device.type == "cuda" else torch.float32
-        for batch in self.loader:
-            yield to_device(batch, self.device, dtype=dtype)
+        if self.loader is not None:
+            for batch in self.loader:
+                yield to_device(batch, self.device, dtype=dtype)
+            return
+        if self._dali is None:
+            from copynce_fast.data.dali import DaliPairLoader  # lazy: DALI is an optional extra
+            # DALI numbers its epochs itself from start_epoch on, one per full pass, in the sampler's order
+            self._dali = DaliPairLoader(**self.dali_args, batch_sampler=self.sampler, start_epoch=self.sampler.epoch)
+        skip = self.sampler.start_batch  # a resumed run re-renders and drops the batches it already trained on
+        for k, batch in enumerate(self._dali):
+            if k >= skip:
+                yield to_device(batch, self.device, dtype=dtype)
+
+
+def resolve_backend(backend: str, device: torch.device) -> str:
+    """"auto" -> DALI on CUDA when nvidia-dali is installed, else the torch CPU executor."""
+    if backend == "auto":
+        import importlib.util
+        dali = importlib.util.find_spec("nvidia") is not None and importlib.util.find_spec("nvidia.dali") is not None
+        return "dali" if device.type == "cuda" and dali else "torch"
+    if backend not in ("dali", "torch"):
+        raise ValueError(f"data.backend: must be auto, dali or torch, got {backend!r}")
+    return backend
 
 
 def build_train_data(cfg: Config, device: torch.device, dist_info: DistInfo) -> TrainData:
@@ -86,6 +113,14 @@ def build_train_data(cfg: Config, device: torch.device, dist_info: DistInfo) -> 
         if cfg.data.hard_negatives:
             log.info("data.hard_negatives: no data.knn_path given, batches are random (build one: copynce-fast knn)")
         sampler = EpochBatchSampler(len(source), cfg.data.batch_size, **shard)
+    backend = resolve_backend(cfg.data.backend, device)
+    if backend == "dali":
+        gpu = device.type == "cuda"
+        dali_args = dict(source=source, cfg=augment_config(cfg), batch_size=sampler.batch_size,
+                         device_id=(device.index or 0) if gpu else None, num_threads=max(cfg.data.num_workers, 1),
+                         seed=cfg.run.seed, rank=dist_info.rank, world_size=dist_info.world_size, normalize=gpu,
+                         dtype=torch.bfloat16)
+        return TrainData(source, sampler, None, device, dali_args)
     loader = PairLoader(source, augment_config(cfg), sampler.batch_size, num_workers=cfg.data.num_workers,
                         seed=cfg.run.seed, rank=dist_info.rank, world_size=dist_info.world_size,
                         batch_sampler=sampler)
