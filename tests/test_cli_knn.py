@@ -28,3 +28,14 @@ def test_knn_table_pairs_planted_duplicates(tmp_path):
 def test_knn_names_missing_features(tmp_path, capsys):
     assert main(["knn", str(tmp_path / "nope.npz"), "--source", str(tmp_path), "--out", str(tmp_path / "k.npy")]) == 1
     assert "nope.npz" in capsys.readouterr().err
+
+
+def test_scripts_are_thin_entry_points_to_the_cli():
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    scripts = Path(__file__).resolve().parent.parent / "scripts"
+    for script in sorted(scripts.glob("*.py")):
+        out = subprocess.run([sys.executable, str(script), "--help"], capture_output=True, text=True, timeout=120)
+        assert out.returncode == 0 and f"copynce-fast {script.stem}" in out.stdout, script.name

@@ -18,7 +18,6 @@ import functools
 import warnings
 from typing import Literal, get_args
 
-import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
