@@ -78,12 +78,19 @@ def _forward(model, objective, batch, kind: str, device, amp: bool) -> dict[str,
         return objective(model(q, r), batch)
 
 
-def train_step(model, objective, opt, params, batch, kind: str, device, amp: bool, clip_grad: float
-               ) -> dict[str, torch.Tensor]:
-    """One optimiser step (forward, backward, clip, AdamW); returns the loss terms (not synchronised)."""
+def train_step(model, objective, opt, params, batch, kind: str, device, amp: bool, clip_grad: float,
+               replicated: list[torch.Tensor] = ()) -> dict[str, torch.Tensor]:
+    """One optimiser step (forward, backward, clip, AdamW); returns the loss terms (not synchronised).
+
+    ``replicated``: parameters outside the DDP module (the InfoNCE log-scale) whose gradients are averaged
+    over ranks here, so every rank keeps the same value.
+    """
     terms = _forward(model, objective, batch, kind, device, amp)
     opt.zero_grad(set_to_none=True)
     terms["total"].backward()
+    for p in replicated:
+        if p.grad is not None:
+            p.grad.copy_(all_reduce_mean(p.grad))
     if clip_grad > 0:
         torch.nn.utils.clip_grad_norm_(params, clip_grad)
     opt.step()
@@ -144,6 +151,10 @@ def train(cfg: Config) -> TrainResult:
                 f"{dist_info.world_size} / 1024) | warm-up {warmup} steps | device {device} | "
                 f"world {dist_info.world_size}")
 
+    if dist_info.enabled and device.type == "cuda":
+        # the head's BatchNorm takes statistics over the global batch, as the reference's SyncBN (the new modules
+        # share the Parameter objects, so the optimiser is unaffected)
+        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
     train_model = model
     if dist_info.enabled:
         train_model = nn.parallel.DistributedDataParallel(
@@ -152,6 +163,7 @@ def train(cfg: Config) -> TrainResult:
         train_model = torch.compile(train_model)
     amp = cfg.run.amp == "bf16" and device.type == "cuda"
     params = [p for g in opt.param_groups for p in g["params"]]
+    replicated = list(objective.parameters()) if dist_info.enabled else []
 
     def checkpoint() -> Path | None:
         if not main:
@@ -172,7 +184,7 @@ def train(cfg: Config) -> TrainResult:
             for g in opt.param_groups:
                 g["lr"] = cur_lr
             terms = train_step(train_model, objective, opt, params, batch, cfg.model.kind, device, amp,
-                               cfg.optim.clip_grad)
+                               cfg.optim.clip_grad, replicated)
             step += 1
             for k, v in terms.items():
                 sums[k] = sums.get(k, 0.0) + v.detach().float()
