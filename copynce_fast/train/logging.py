@@ -67,4 +67,5 @@ class RunLogger:
         keys = [k for k in ("total", "infonce", "copynce", "koleo", "bce") if any(k in r for r in rows)]
         if rows and keys:
             series = {k: ([r["step"] for r in rows if k in r], [r[k] for r in rows if k in r]) for k in keys}
-            plot_lines(self.out_dir / "loss_curves.png", series, title="training losses", xlabel="step")
+            plot_lines(self.out_dir / "loss_curves.png", series, title="training losses (weighted)", xlabel="step",
+                       ylabel="loss")
