@@ -239,8 +239,9 @@ class DaliPairLoader:
         if self.normalize:
             q, r = q.to(self.dtype), r.to(self.dtype)
         qm, rm = d["q_mask"].bool().clone(), d["r_mask"].bool().clone()
-        mq = qm if bool(qm.any()) else None
-        mr = rm if bool(rm.any()) else None
+        # On the GPU keep the masks even when empty: testing them would be a host sync on every batch.
+        mq = qm if qm.is_cuda or bool(qm.any()) else None
+        mr = rm if rm.is_cuda or bool(rm.any()) else None
         hw = (s, s)
         qr = PackedPaths(d["qr_mats"].clone(), d["qr_canv"].clone(), hw, hw, mq, mr)
         rq = PackedPaths(d["rq_mats"].clone(), d["rq_canv"].clone(), hw, hw, mr, mq)
