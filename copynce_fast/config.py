@@ -44,9 +44,10 @@ class DataConfig:
     num_workers: int = 8  # loader workers / DALI threads per rank
     positive_rate: float = 1.0  # matcher: fraction of positive pairs
     hard_negatives: bool = True  # pair each anchor with a k-NN neighbour in the batch (descriptor)
-    knn_path: str = ""  # k-NN table of the training set (.pt/.npy, [N, k] int); "" = random partners
+    knn_path: str = ""  # k-NN table of the training set (.npy [N, k] int, from `copynce-fast knn`); "" = none
     knn_k: int = 7  # neighbours ranked 1..k are candidate hard negatives
     track_occluders: bool = True  # mark text/emoji/strokes/erasing pixels invalid (False = reference behaviour)
+    copynce_on_negatives: bool = False  # count negative pairs in the CopyNCE mean (True = reference behaviour)
 
 
 @dataclass(frozen=True)

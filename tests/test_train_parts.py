@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from copynce_fast.config import LossConfig
-from copynce_fast.ops import copynce_ref, patch_overlap_ref
+from copynce_fast.ops import copynce_ref, infonce_ref, koleo_ref, patch_overlap_ref
 from copynce_fast.pixtrace import pack_pairs
 from copynce_fast.pixtrace.random_views import random_view
 from copynce_fast.data.loader import EpochBatchSampler, NeighbourBatchSampler
@@ -84,6 +84,9 @@ def test_descriptor_objective_is_the_sum_of_its_references():
     counts = patch_overlap_ref(batch["paths_qr"], 8), patch_overlap_ref(batch["paths_rq"], 8)
     expected = copynce_ref(out_q["tokens"], out_r["tokens"], *counts, gamma=3.0, weight=2.0)
     torch.testing.assert_close(terms["copynce"], expected)
+    feats = torch.cat([out_q["feat"], out_r["feat"]])
+    torch.testing.assert_close(terms["infonce"], infonce_ref(feats, 3, torch.tensor(cfg.infonce_log_scale)))
+    torch.testing.assert_close(terms["koleo"], 0.5 * koleo_ref(feats, 3))
     torch.testing.assert_close(terms["total"], terms["infonce"] + terms["koleo"] + terms["copynce"])
 
 

@@ -58,20 +58,36 @@ def test_matcher_run(tmp_path):
     assert res.steps == 2 and all(k in res.history[-1] for k in ("bce", "copynce", "total"))
 
 
-def test_ddp_two_cpu_processes_on_gloo(tmp_path):
+@pytest.mark.parametrize("kind", ["descriptor", "matcher_without_copynce"])
+def test_ddp_two_cpu_processes_on_gloo(tmp_path, kind):
+    """2 ranks on gloo: runs, logs once, and ends with identical replicas (the trainer checks and says so)."""
     cfg = tiny(tmp_path / "ddp", max_steps=2)
+    if kind != "descriptor":  # the matcher baseline: its fusion head gets no gradient (REFERENCE.md §4.5)
+        cfg = replace(cfg, model=replace(cfg.model, kind="matcher", encoder_depth=2),
+                      data=replace(cfg.data, preset="matcher", positive_rate=0.5),
+                      loss=replace(cfg.loss, infonce_weight=0.0, koleo_weight=0.0, copynce_weight=0.0))
     save_json(cfg, tmp_path / "cfg.json")
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     with socket.socket() as sock:  # a free port on this machine
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-addr", "127.0.0.1",
-           "--master-port", str(port),
-           "-m", "copynce_fast.cli", "train", "--config", str(tmp_path / "cfg.json"), "--no-progress"]
+           "--master-port", str(port), "-m", "copynce_fast.cli", "train", "--config", str(tmp_path / "cfg.json"),
+           "--no-progress"]
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
     assert out.returncode == 0, out.stderr[-3000:]
     rows = [json.loads(line) for line in open(tmp_path / "ddp" / "log.jsonl")]
-    assert [r["step"] for r in rows] == [1, 2] and "world 2" in out.stdout + out.stderr
+    assert [r["step"] for r in rows] == [1, 2]
+    assert "world 2" in out.stdout + out.stderr and "replicas in sync" in out.stdout + out.stderr
+
+
+def test_resumed_log_has_each_step_once(tmp_path):
+    train(tiny(tmp_path, max_steps=3))
+    (tmp_path / "checkpoint.pt").unlink()
+    train(tiny(tmp_path, max_steps=2))  # a fresh run in the same folder starts a fresh log
+    train(tiny(tmp_path, max_steps=3))  # resumes at 2
+    steps = [json.loads(line)["step"] for line in open(tmp_path / "log.jsonl")]
+    assert steps == [1, 2, 3]
 
 
 def test_our_checkpoint_loads_as_pretrained_weights(tmp_path):

@@ -63,7 +63,8 @@ def add_model_args(parser: argparse.ArgumentParser, *, dim_default: int = 512) -
 
 def load_model_from_args(args, kind: str | None):
     """Build the model the model flags describe (``kind``: "descriptor", "matcher" or None = either)."""
-    from copynce_fast.eval.model_io import load_model, resolve_device
+    from copynce_fast.eval.model_io import load_model
+    from copynce_fast.utils.device import resolve_device
 
     if args.weights is None and not args.random_init:
         raise CliError("give --weights PATH (a local checkpoint) or --random-init (smoke tests)")

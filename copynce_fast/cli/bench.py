@@ -10,7 +10,7 @@ from copynce_fast.cli._common import CliError, add_common_args, add_subparser, i
 # name -> candidate scripts, first existing wins
 SCRIPTS = {
     "copynce": ("bench_copynce.py",),
-    "overlap": ("bench_overlap.py", "bench_overlap_hist.py"),
+    "overlap": ("bench_overlap.py",),
     "models": ("bench_models.py",),
     "loader": ("bench_loader.py",),
     "eval": ("bench_eval.py",),

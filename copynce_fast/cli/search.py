@@ -95,7 +95,7 @@ def run(args) -> int:
     import numpy as np
     import torch
 
-    from copynce_fast.eval.model_io import resolve_device
+    from copynce_fast.utils.device import resolve_device
     from copynce_fast.eval.search import knn, knn_to_predictions, write_predictions_csv
 
     if args.query_images is not None or args.reference_images is not None:

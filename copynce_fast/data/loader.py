@@ -14,6 +14,7 @@ masks inside the PackedPaths.
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Iterator, Sequence
 
@@ -230,11 +231,13 @@ class PairLoader:
         num_workers: DataLoader worker processes (0 = render in this process).
         batch_sampler: anything iterable over lists of PairKey (default: EpochBatchSampler over the source,
             sharded by rank / world_size); ``set_epoch`` is forwarded to it when it has one.
+        pin_memory: page-locked batches (for CUDA training: asynchronous host->device copies).
     """
 
     def __init__(self, source: ImageSource, cfg: AugmentConfig, batch_size: int, num_workers: int = 0,
                  seed: int = 0, rank: int = 0, world_size: int = 1, batch_sampler=None, interp: str = "bilinear",
-                 antialias: bool = True, photometric: bool = True, prefetch_factor: int | None = None):
+                 antialias: bool = True, photometric: bool = True, prefetch_factor: int | None = None,
+                 pin_memory: bool = False):
         self.dataset = CopyPairDataset(source, cfg, seed, interp, antialias, photometric)
         self.batch_sampler = batch_sampler or EpochBatchSampler(len(source), batch_size, seed, True, rank,
                                                                 world_size)
@@ -243,7 +246,8 @@ class PairLoader:
         kwargs = {} if num_workers == 0 else {"worker_init_fn": _worker_init, "persistent_workers": True,
                                               "prefetch_factor": prefetch_factor or 2}
         self.loader = torch.utils.data.DataLoader(self.dataset, batch_sampler=self.batch_sampler,
-                                                  collate_fn=collate_pairs, num_workers=num_workers, **kwargs)
+                                                  collate_fn=collate_pairs, num_workers=num_workers,
+                                                  pin_memory=pin_memory, **kwargs)
 
     @property
     def steps_per_epoch(self) -> int:
@@ -270,9 +274,16 @@ def normalise_images(x: torch.Tensor, device, dtype=torch.bfloat16, mean=IMAGENE
     x = x.to(device, non_blocking=True)
     if x.is_floating_point():
         return x
+    m, s = _mean_std(str(x.device), tuple(mean), tuple(std))
+    return ((x.float() - m) / s).to(dtype)
+
+
+@functools.lru_cache(maxsize=8)
+def _mean_std(device: str, mean: tuple, std: tuple) -> tuple[torch.Tensor, torch.Tensor]:
+    """Normalisation constants, made on the device once (a fresh host->device copy every step would block)."""
     m = torch.tensor(mean, device=device).view(1, 3, 1, 1) * 255
     s = torch.tensor(std, device=device).view(1, 3, 1, 1) * 255
-    return ((x.float() - m) / s).to(dtype)
+    return m, s
 
 
 def to_device(batch: dict, device, dtype=torch.bfloat16, mean=IMAGENET_MEAN, std=IMAGENET_STD) -> dict:
@@ -281,7 +292,7 @@ def to_device(batch: dict, device, dtype=torch.bfloat16, mean=IMAGENET_MEAN, std
     for k in ("query", "reference"):
         out[k] = normalise_images(batch[k], device, dtype, mean, std)
     for k in ("paths_qr", "paths_rq"):
-        out[k] = batch[k].to(device)
+        out[k] = batch[k].to(device, non_blocking=True)
     for k in ("is_copy", "copynce", "source_index"):
         out[k] = batch[k].to(device, non_blocking=True)
     return out

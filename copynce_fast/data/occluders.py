@@ -13,9 +13,10 @@ from functools import lru_cache
 
 import numpy as np
 import torch
-from PIL import Image, ImageDraw, ImageFont
+from PIL import Image, ImageDraw
 
 from copynce_fast.data.plan import AugmentPlan, Occluder, PhotoOp
+from copynce_fast.utils.device import default_font
 
 __all__ = ["Layer", "render_occluder", "merge_layers", "composite", "plan_occluder_mask", "bezier"]
 
@@ -28,8 +29,6 @@ _NOISE = np.clip(np.rint((np.random.default_rng(12345).standard_normal((512, 512
 
 
 @lru_cache(maxsize=32)
-def _font(size: int):
-    return ImageFont.load_default(size=max(4, int(size)))
 
 
 def bezier(points, num: int = 0) -> np.ndarray:
@@ -124,7 +123,7 @@ def render_occluder(occ: Occluder, out_hw: tuple[int, int]) -> Layer:
     layer = Image.new("RGBA", (x1 - x0, y1 - y0), (0, 0, 0, 0))
     draw = ImageDraw.Draw(layer)
     if occ.kind == "text":
-        draw.text((occ.left - x0, occ.top - y0), occ.text, font=_font(occ.size), fill=tuple(occ.colour) + (255,))
+        draw.text((occ.left - x0, occ.top - y0), occ.text, font=default_font(occ.size), fill=tuple(occ.colour) + (255,))
     elif occ.kind == "emoji":
         _glyph(draw, occ.left - x0, occ.top - y0, max(2, occ.size), occ.colour, occ.seed % 4)
     elif occ.kind == "smear":

@@ -26,12 +26,13 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image, ImageDraw, ImageFont
+from PIL import Image, ImageDraw
 from torch import Tensor
 
 from copynce_fast.eval.images import normalize
 from copynce_fast.eval.model_io import LoadedModel, autocast
 from copynce_fast.models import CopyDescriptor, CopyMatcher
+from copynce_fast.utils.device import default_font
 
 HEADER = 30  # pixels above the panels
 GAP = 16  # pixels between the panels
@@ -160,11 +161,6 @@ def _overlay(img: Image.Image, entropy: np.ndarray, panel: int, alpha: float) ->
     return Image.fromarray(np.clip(np.rint(mixed), 0, 255).astype(np.uint8))
 
 
-def _font(px: int):
-    try:
-        return ImageFont.load_default(size=px)
-    except TypeError:  # Pillow < 10.1
-        return ImageFont.load_default()
 
 
 def render_comparison(query: Image.Image, reference: Image.Image, cmp: Comparison, *, panel: int = 384,
@@ -181,7 +177,7 @@ def render_comparison(query: Image.Image, reference: Image.Image, cmp: Compariso
     draw = ImageDraw.Draw(canvas)
     label = "copy probability" if cmp.kind == "matcher" else "descriptor cosine"
     text = title or f"{label} {cmp.score:.4f}   heat: 1 - affinity entropy   lines: mutual nearest patches"
-    draw.text((6, HEADER // 2), text, fill=(0, 0, 0), font=_font(13), anchor="lm")
+    draw.text((6, HEADER // 2), text, fill=(0, 0, 0), font=default_font(13), anchor="lm")
 
     hq, wq = cmp.query_entropy.shape
     hr, wr = cmp.reference_entropy.shape

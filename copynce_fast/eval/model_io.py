@@ -75,19 +75,6 @@ class LoadedModel:
         return next(self.model.parameters()).device
 
 
-def resolve_device(device: str | torch.device = "auto") -> torch.device:
-    """``"auto"`` -> CUDA when available, else CPU; an explicit CUDA device without CUDA is an error."""
-    if str(device) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(device)
-    except RuntimeError:
-        raise ValueError(f"--device: not a device: {device!r}") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"--device {device}: CUDA is not available on this machine")
-    return dev
-
-
 def autocast(device: torch.device, amp: str = "bf16"):
     """bf16 autocast on CUDA when ``amp == "bf16"``; a no-op elsewhere (CPU inference stays fp32)."""
     if device.type == "cuda" and amp == "bf16":

@@ -12,9 +12,10 @@ from pathlib import Path
 from typing import Mapping, Union
 
 import numpy as np
-from PIL import Image, ImageDraw, ImageFont
+from PIL import Image, ImageDraw
 
 from copynce_fast.eval.metrics import PRCurve
+from copynce_fast.utils.device import default_font
 
 CurveLike = Union[PRCurve, tuple]  # a PRCurve or (recall, precision) arrays
 
@@ -41,11 +42,6 @@ def _to_pixel(x, y, size, xlim, ylim) -> tuple[np.ndarray, np.ndarray]:
     return px, py
 
 
-def _font(px: int):
-    try:
-        return ImageFont.load_default(size=px)
-    except TypeError:  # Pillow < 10.1: fixed-size bitmap font
-        return ImageFont.load_default()
 
 
 def _as_xy(curve: CurveLike) -> tuple[np.ndarray, np.ndarray]:
@@ -101,7 +97,7 @@ def plot_lines(path: str | Path, curves: CurveLike | Mapping[str, CurveLike], *,
     ylim = tuple(ylim) if ylim is not None else _nice_limits(all_y)
     img = Image.new("RGB", (w, h), "white")
     draw = ImageDraw.Draw(img)
-    font = _font(12)
+    font = default_font(12)
     (x0,), (y0,) = _to_pixel(np.array([xlim[0]]), np.array([ylim[0]]), size, xlim, ylim)
     (x1,), (y1,) = _to_pixel(np.array([xlim[1]]), np.array([ylim[1]]), size, xlim, ylim)
 
@@ -118,7 +114,7 @@ def plot_lines(path: str | Path, curves: CurveLike | Mapping[str, CurveLike], *,
     top = MARGINS[1]
     draw.text((4, top // 2 - 4), ylabel, fill=_INK, font=font, anchor="lm")
     if title:
-        draw.text((w // 2, 4), title, fill=_INK, font=_font(14), anchor="mt")
+        draw.text((w // 2, 4), title, fill=_INK, font=default_font(14), anchor="mt")
 
     for i, (label, (cx, cy)) in enumerate(xy.items()):
         colour = PALETTE[i % len(PALETTE)]

@@ -51,11 +51,19 @@ class PackedPaths:
     def batch_size(self) -> int:
         return self.matrices.shape[0]
 
-    def to(self, device=None, dtype=None) -> "PackedPaths":
-        """Move to ``device``; ``dtype`` changes the float dtype of the matrices."""
-        occ = lambda t: None if t is None else t.to(device)  # noqa: E731
-        return PackedPaths(self.matrices.to(device=device, dtype=dtype or self.matrices.dtype),
-                           self.canvases.to(device), self.src_hw, self.dst_hw,
+    def to(self, device=None, dtype=None, non_blocking: bool = False) -> "PackedPaths":
+        """Move to ``device``; ``dtype`` changes the float dtype of the matrices. ``non_blocking`` copies from
+        pinned memory without waiting for the GPU (see ``pin_memory``)."""
+        occ = lambda t: None if t is None else t.to(device, non_blocking=non_blocking)  # noqa: E731
+        return PackedPaths(self.matrices.to(device=device, dtype=dtype or self.matrices.dtype,
+                                            non_blocking=non_blocking),
+                           self.canvases.to(device, non_blocking=non_blocking), self.src_hw, self.dst_hw,
+                           occ(self.src_occluder), occ(self.dst_occluder))
+
+    def pin_memory(self) -> "PackedPaths":
+        """Page-locked copy (DataLoader(pin_memory=True) calls this), so host->device copies are asynchronous."""
+        occ = lambda t: None if t is None else t.pin_memory()  # noqa: E731
+        return PackedPaths(self.matrices.pin_memory(), self.canvases.pin_memory(), self.src_hw, self.dst_hw,
                            occ(self.src_occluder), occ(self.dst_occluder))
 
 

@@ -51,6 +51,7 @@ def open_source(spec: str, synthetic_images: int = 0, seed: int = 0) -> ImageSou
 def augment_config(cfg: Config) -> AugmentConfig:
     base = descriptor_preset() if cfg.data.preset == "descriptor" else matcher_preset()
     return replace(base, size=cfg.model.img_size, track_occluders=cfg.data.track_occluders,
+                   copynce_on_negatives=cfg.data.copynce_on_negatives,
                    positive_rate=cfg.data.positive_rate if cfg.model.kind == "matcher" else 1.0)
 
 
@@ -111,7 +112,9 @@ def build_train_data(cfg: Config, device: torch.device, dist_info: DistInfo) -> 
                                         mode=cfg.model.kind, positive_rate=cfg.data.positive_rate, **shard)
     else:
         if cfg.data.hard_negatives:
-            log.info("data.hard_negatives: no data.knn_path given, batches are random (build one: copynce-fast knn)")
+            log.warning("data.hard_negatives: no data.knn_path, so batches are random and the descriptor trains on "
+                        "%d pairs per rank, not the reference's 2 x %d with neighbours (build a table with "
+                        "`copynce-fast knn`)", cfg.data.batch_size, cfg.data.batch_size)
         sampler = EpochBatchSampler(len(source), cfg.data.batch_size, **shard)
     backend = resolve_backend(cfg.data.backend, device)
     if backend == "dali":
@@ -123,5 +126,5 @@ def build_train_data(cfg: Config, device: torch.device, dist_info: DistInfo) -> 
         return TrainData(source, sampler, None, device, dali_args)
     loader = PairLoader(source, augment_config(cfg), sampler.batch_size, num_workers=cfg.data.num_workers,
                         seed=cfg.run.seed, rank=dist_info.rank, world_size=dist_info.world_size,
-                        batch_sampler=sampler)
+                        batch_sampler=sampler, pin_memory=device.type == "cuda")
     return TrainData(source, sampler, loader, device)

@@ -40,6 +40,8 @@ def save_knn_table(path, table: np.ndarray) -> None:
 
 def load_knn_table(path, num_items: int | None = None) -> np.ndarray:
     """Load an [N, k] int table (.npy); checks the row count and the index range."""
+    if Path(path).suffix != ".npy":
+        raise ValueError(f"knn_path: expected a .npy table from `copynce-fast knn`, got {path}")
     table = np.load(Path(path), allow_pickle=False)
     if table.ndim != 2 or not np.issubdtype(table.dtype, np.integer):
         raise ValueError(f"knn_path: expected an [N, k] integer array in {path}, got {table.shape} {table.dtype}")

@@ -25,7 +25,13 @@ class RunLogger:
         self.tb = None
         if enabled:
             self.out_dir.mkdir(parents=True, exist_ok=True)
-            self.jsonl = open(self.out_dir / "log.jsonl", "a")
+            path = self.out_dir / "log.jsonl"
+            # A resumed run drops the rows logged after its checkpoint (they are logged again); a fresh run starts
+            # a fresh log.
+            kept = [line for line in open(path) if json.loads(line)["step"] <= start_step] \
+                if start_step > 0 and path.is_file() else []
+            self.jsonl = open(path, "w")
+            self.jsonl.writelines(kept)
             try:
                 from torch.utils.tensorboard import SummaryWriter
                 self.tb = SummaryWriter(str(self.out_dir / "tb"))

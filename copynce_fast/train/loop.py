@@ -25,6 +25,7 @@ from copynce_fast.train.logging import RunLogger
 from copynce_fast.train.objective import DescriptorObjective, MatcherObjective
 from copynce_fast.train.schedule import lr_at
 from copynce_fast.utils.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from copynce_fast.utils.device import resolve_device
 from copynce_fast.utils.dist import DistInfo, all_reduce_mean, init_distributed
 
 __all__ = ["train", "train_step", "TrainResult", "NonFiniteLossError", "resolve_device", "param_groups"]
@@ -44,16 +45,6 @@ class TrainResult:
     history: list[dict] = field(default_factory=list)  # one row per logging interval
     checkpoint: Path | None = None
     metrics: object | None = None  # eval.metrics.Metrics of the held-out evaluation (descriptor runs)
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError(f"run.device: {name!r} requested but CUDA is not available")
-    if name.split(":")[0] not in ("cpu", "cuda"):
-        raise ValueError(f"run.device: must be auto, cpu or cuda[:N], got {name!r}")
-    return torch.device(name)
 
 
 def param_groups(model: nn.Module, objective: nn.Module, weight_decay: float) -> list[dict]:
@@ -99,7 +90,7 @@ def train_step(model, objective, opt, params, batch, kind: str, device, amp: boo
 
 def train(cfg: Config) -> TrainResult:
     """Train a descriptor or matcher as ``cfg`` says; resumes from ``run.out_dir/checkpoint.pt`` if present."""
-    device = resolve_device(cfg.run.device)
+    device = resolve_device(cfg.run.device, "run.device")
     dist_info: DistInfo = init_distributed(device.type)
     if dist_info.enabled and device.type == "cuda":
         device = torch.device("cuda", dist_info.local_rank)
@@ -112,6 +103,10 @@ def train(cfg: Config) -> TrainResult:
     if cfg.model.pretrained:
         fmt = load_pretrained(model, cfg.model.pretrained)
         log.info("loaded %s weights from %s", fmt, cfg.model.pretrained)
+    if cfg.model.kind == "matcher" and cfg.loss.copynce_weight == 0:
+        # the fusion head only feeds CopyNCE: without it, it would get no gradient and DDP would fail
+        # (REFERENCE.md §4.5, the matcher baseline)
+        model.fusion_head.requires_grad_(False)
     objective_cls = DescriptorObjective if cfg.model.kind == "descriptor" else MatcherObjective
     objective = objective_cls(cfg.loss, PATCH).to(device)
 
@@ -212,6 +207,9 @@ def train(cfg: Config) -> TrainResult:
         if step % steps_per_epoch == 0 and step < stop_at:
             checkpoint()  # end of an epoch
     path = checkpoint()
+    if dist_info.enabled:
+        _check_replicas(model, objective)
+        logger.info("replicas in sync across ranks")
     logger.close()
     result = TrainResult(out_dir, step, logger.history, path)
     if cfg.run.eval_after and main and cfg.model.kind == "descriptor":
@@ -221,6 +219,16 @@ def train(cfg: Config) -> TrainResult:
         logger.info(f"held-out copies: uAP {metrics.uap:.4f} | RP90 {_fmt(metrics.recall_at_p90)} | "
                     f"recall@1 {metrics.recall_at_k[1]:.4f} ({metrics.n_gt_queries} held-out copies + as many distractors)")
     return result
+
+
+def _check_replicas(*modules: nn.Module) -> None:
+    """After DDP training every rank must hold the same parameters; a cheap checksum proves it (one collective)."""
+    total = sum(p.detach().double().sum() for m in modules for p in m.parameters())
+    parts = [torch.zeros_like(total) for _ in range(torch.distributed.get_world_size())]
+    torch.distributed.all_gather(parts, total)
+    values = [float(v) for v in parts]  # host sync: once, at the end of training
+    if max(values) - min(values) > 1e-6 * max(1.0, abs(values[0])):
+        raise RuntimeError(f"ranks hold different parameters after training (checksums {values})")
 
 
 def _fmt(v) -> str:

@@ -46,7 +46,9 @@ class _CopyNCETerm(nn.Module):
 
     def forward(self, q_tokens, r_tokens, batch):
         counts = batch_counts(batch, self.patch_size, q_tokens.device, self.impl)
-        flags = (batch["copynce"] & batch["is_copy"]).to(q_tokens.device)
+        # negatives have all-invalid counts (zero loss); whether they count in the mean is the data's "copynce"
+        # flag (data.copynce_on_negatives reproduces the reference, which counts them)
+        flags = batch["copynce"].to(q_tokens.device)
         return self.loss(q_tokens, r_tokens, counts, flags=flags)
 
 
