@@ -68,17 +68,18 @@ def _check(img, view, min_interior=20, other_untagged=False):
     assert r["interior"] >= min_interior and r["exact"] >= 0.999 and r["within1"] == 1.0 and leaked_ok, r
 
 
-def test_each_edit_matches_pixtrace():
+@pytest.mark.parametrize("device_id", [None, pytest.param(0, marks=pytest.mark.gpu)], ids=["cpu", "gpu"])
+def test_each_edit_matches_pixtrace(device_id):
     pairs = _edit_plans()
     sampler = EpochBatchSampler(len(pairs), 4, shuffle=False)
-    loader = DaliPairLoader(SRC, plain_preset(size=S), 4, device_id=None, batch_sampler=sampler, nearest=True,
+    loader = DaliPairLoader(SRC, plain_preset(size=S), 4, device_id=device_id, batch_sampler=sampler, nearest=True,
                             photometric=False, pair_fn=lambda key: pairs[key.index])
     n = 0
     for batch in loader:
         for i in range(4):
             pair = pairs[n]
-            _check(batch["query"][i], pair.query.view)
-            _check(batch["reference"][i], pair.reference.view)
+            _check(batch["query"][i].cpu(), pair.query.view)
+            _check(batch["reference"][i].cpu(), pair.reference.view)
             n += 1
     assert n == len(pairs) == 20
 
