@@ -48,6 +48,7 @@ class DataConfig:
     knn_k: int = 7  # neighbours ranked 1..k are candidate hard negatives
     track_occluders: bool = True  # mark text/emoji/strokes/erasing pixels invalid (False = reference behaviour)
     copynce_on_negatives: bool = False  # count negative pairs in the CopyNCE mean (True = reference behaviour)
+    pairs_csv: str = ""  # supervised fine-tuning: CSV query_path,reference_path of known copies (no augmentation)
 
 
 @dataclass(frozen=True)
@@ -122,6 +123,7 @@ def descriptor_baseline() -> Config:
 
 
 def descriptor_finetune() -> Config:
+    """Fine-tuning on known copies: add --data.pairs_csv (REFERENCE.md §6.1); InfoNCE + KoLeo, lr 1e-4."""
     c = descriptor_vits_224()
     return replace(c, loss=replace(c.loss, copynce_weight=0.0), optim=replace(c.optim, base_lr=1e-4),
                    run=replace(c.run, out_dir="runs/descriptor_finetune"))
@@ -143,6 +145,7 @@ def matcher_vits_336() -> Config:
 
 
 def matcher_finetune() -> Config:
+    """Matcher fine-tuning: BCE only, lr 2e-4, 20 epochs; add --data.pairs_csv for known copies."""
     c = matcher_vits_224()
     return replace(c, loss=replace(c.loss, copynce_weight=0.0), optim=replace(c.optim, base_lr=2e-4, epochs=20),
                    run=replace(c.run, out_dir="runs/matcher_finetune"))

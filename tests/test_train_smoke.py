@@ -123,3 +123,35 @@ def test_dali_cpu_backend_trains_and_resumes(tmp_path):
     resumed = train(replace(split, run=replace(split.run, max_steps=4)))
     torch.testing.assert_close(torch.tensor(resumed.history[-1]["total"]), torch.tensor(full.history[-1]["total"]),
                                rtol=1e-5, atol=1e-6)
+
+
+def test_supervised_pairs_fine_tuning(tmp_path):
+    """data.pairs_csv: known copies, resized without augmentation; a bad file is skipped, training goes on."""
+    import numpy as np
+    from PIL import Image
+
+    from copynce_fast.data.loader import PairKey
+    from copynce_fast.data.supervised import SupervisedPairDataset, read_pairs_csv
+
+    rng = np.random.default_rng(0)
+    lines = ["query_path,reference_path"]
+    for i in range(9):
+        Image.fromarray((rng.random((40 + i, 50, 3)) * 255).astype(np.uint8)).save(tmp_path / f"r{i}.png")
+        Image.fromarray((rng.random((30, 60 + i, 3)) * 255).astype(np.uint8)).save(tmp_path / f"q{i}.png")
+        lines.append(f"q{i}.png,r{i}.png")
+    (tmp_path / "q8.png").write_bytes(b"not an image")
+    (tmp_path / "pairs.csv").write_text("\n".join(lines) + "\n")
+    ds = SupervisedPairDataset(read_pairs_csv(tmp_path / "pairs.csv"), 32)
+    item = ds[PairKey(3)]
+    expected = np.asarray(Image.open(tmp_path / "q3.png").convert("RGB").resize((32, 32), Image.BICUBIC))
+    assert torch.equal(item["query"], torch.from_numpy(expected.copy()).permute(2, 0, 1))
+    assert item["is_copy"] and not item["copynce"]
+    assert ds[PairKey(8)]["source_index"] == 0 and "q8.png" in str(ds.source.skips.files)  # replaced, counted
+
+    cfg = tiny(tmp_path / "run", max_steps=2)
+    cfg = replace(cfg, data=replace(cfg.data, pairs_csv=str(tmp_path / "pairs.csv")),
+                  loss=replace(cfg.loss, copynce_weight=0.0))
+    res = train(cfg)
+    assert res.steps == 2 and "copynce" not in res.history[-1]
+    with pytest.raises(ValueError, match="copynce_weight"):
+        train(replace(cfg, loss=replace(cfg.loss, copynce_weight=1.0)))

@@ -232,13 +232,15 @@ class PairLoader:
         batch_sampler: anything iterable over lists of PairKey (default: EpochBatchSampler over the source,
             sharded by rank / world_size); ``set_epoch`` is forwarded to it when it has one.
         pin_memory: page-locked batches (for CUDA training: asynchronous host->device copies).
+        dataset: a map-style dataset over PairKeys yielding CopyPairDataset's sample dict, used instead of it.
     """
 
     def __init__(self, source: ImageSource, cfg: AugmentConfig, batch_size: int, num_workers: int = 0,
                  seed: int = 0, rank: int = 0, world_size: int = 1, batch_sampler=None, interp: str = "bilinear",
                  antialias: bool = True, photometric: bool = True, prefetch_factor: int | None = None,
-                 pin_memory: bool = False):
-        self.dataset = CopyPairDataset(source, cfg, seed, interp, antialias, photometric)
+                 pin_memory: bool = False, dataset: torch.utils.data.Dataset | None = None):
+        # ``dataset`` replaces the augmented pairs (e.g. data.supervised.SupervisedPairDataset); same sample dict
+        self.dataset = dataset or CopyPairDataset(source, cfg, seed, interp, antialias, photometric)
         self.batch_sampler = batch_sampler or EpochBatchSampler(len(source), batch_size, seed, True, rank,
                                                                 world_size)
         self.skips = SkipCounter()

@@ -100,7 +100,22 @@ def resolve_backend(backend: str, device: torch.device) -> str:
     return backend
 
 
+def _supervised_data(cfg: Config, device: torch.device, dist_info: DistInfo) -> TrainData:
+    """Known copy pairs from ``data.pairs_csv`` (REFERENCE.md §6.1 fine-tuning), rendered by the torch loader."""
+    from copynce_fast.data.supervised import SupervisedPairDataset, read_pairs_csv
+    if cfg.loss.copynce_weight > 0:
+        raise ValueError("data.pairs_csv: supervised pairs have no known geometry; set --loss.copynce_weight=0")
+    ds = SupervisedPairDataset(read_pairs_csv(cfg.data.pairs_csv), cfg.model.img_size)
+    sampler = EpochBatchSampler(len(ds), cfg.data.batch_size, seed=cfg.run.seed, rank=dist_info.rank,
+                                world_size=dist_info.world_size)
+    loader = PairLoader(ds.source, augment_config(cfg), sampler.batch_size, num_workers=cfg.data.num_workers,
+                        seed=cfg.run.seed, batch_sampler=sampler, pin_memory=device.type == "cuda", dataset=ds)
+    return TrainData(ds.source, sampler, loader, device)
+
+
 def build_train_data(cfg: Config, device: torch.device, dist_info: DistInfo) -> TrainData:
+    if cfg.data.pairs_csv:
+        return _supervised_data(cfg, device, dist_info)
     source = open_source(cfg.data.source, cfg.data.synthetic_images, cfg.run.seed)
     knn = load_knn_table(cfg.data.knn_path, len(source))[:, :cfg.data.knn_k] if cfg.data.knn_path else None
     shard = dict(seed=cfg.run.seed, rank=dist_info.rank, world_size=dist_info.world_size)

@@ -212,7 +212,7 @@ def train(cfg: Config) -> TrainResult:
         logger.info("replicas in sync across ranks")
     logger.close()
     result = TrainResult(out_dir, step, logger.history, path)
-    if cfg.run.eval_after and main and cfg.model.kind == "descriptor":
+    if cfg.run.eval_after and main and cfg.model.kind == "descriptor" and not cfg.data.pairs_csv:
         metrics = heldout_eval(model, cfg, device)
         result.metrics = metrics
         write_json_report(out_dir / "eval.json", metrics)
