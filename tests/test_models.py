@@ -268,3 +268,24 @@ def test_bf16_autocast_close_to_fp32():
     assert_close(feat, ref_feat, atol=3e-2, rtol=0)
     assert (F.cosine_similarity(feat, ref_feat) > 0.995).all()
     assert_close(logit, ref_logit, atol=5e-2, rtol=5e-2)
+
+
+def test_descriptor_pair_forward_equals_two_calls_with_separate_batchnorm():
+    """One backbone call on [q; r] + per-half head == two separate calls (features, tokens, BN running stats)."""
+    import copy
+
+    from copynce_fast.models import descriptor_vit_tiny
+
+    torch.manual_seed(0)
+    a = descriptor_vit_tiny(dim=16, img_size=32).train()
+    b = copy.deepcopy(a)
+    q, r = torch.randn(4, 3, 32, 32), torch.randn(4, 3, 32, 32) + 1.0  # different statistics per half
+    out_q, out_r = a(q, r)
+    exp_q, exp_r = b(q), b(r)
+    for got, exp in ((out_q, exp_q), (out_r, exp_r)):
+        torch.testing.assert_close(got["feat"], exp["feat"], atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(got["tokens"], exp["tokens"], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(a.bn.running_mean, b.bn.running_mean)
+    torch.testing.assert_close(a.bn.running_var, b.bn.running_var)
+    joint = copy.deepcopy(b)(torch.cat([q, r]))["feat"]  # one BN over both halves would differ
+    assert not torch.allclose(joint[:4], exp_q["feat"], atol=1e-3)

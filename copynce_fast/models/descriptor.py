@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from typing import Literal
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
@@ -73,8 +74,24 @@ class CopyDescriptor(nn.Module):
     def no_weight_decay(self) -> set[str]:
         return {f"backbone.{n}" for n in self.backbone.no_weight_decay()}
 
-    def forward(self, images: Tensor) -> dict[str, Tensor]:
-        out = self.backbone(images)
+    def forward(self, images: Tensor, reference: Tensor | None = None):
+        """Descriptor of ``images``; with ``reference`` too, a pair ``(out_query, out_reference)``.
+
+        The pair form runs the backbone ONCE on both batches (one larger call uses the GPU better) and the head
+        separately on each half, so BatchNorm keeps separate query / reference statistics exactly as two calls
+        would (the reference's semantics). It goes through ``forward`` so DDP and torch.compile see it.
+        """
+        if reference is None or reference.shape[1:] != images.shape[1:]:
+            if reference is None:
+                return self._head(self.backbone(images))
+            return self._head(self.backbone(images)), self._head(self.backbone(reference))
+        n = images.shape[0]
+        out = self.backbone(torch.cat([images, reference]))
+        halves = [{k: v[:n] for k, v in out.items() if isinstance(v, Tensor)},
+                  {k: v[n:] for k, v in out.items() if isinstance(v, Tensor)}]
+        return self._head(halves[0]), self._head(halves[1])
+
+    def _head(self, out: dict[str, Tensor]) -> dict[str, Tensor]:
         if self.use_final_norm:
             cls, patches = out["cls"], out["patch_tokens"]
         else:

@@ -64,8 +64,9 @@ def _forward(model, objective, batch, kind: str, device, amp: bool) -> dict[str,
     r = batch["reference"].to(device, non_blocking=True)
     with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
         if kind == "descriptor":
-            # Two calls, so the head's BatchNorm keeps separate query / reference statistics as the reference.
-            return objective(model(q), model(r), batch)
+            # one backbone call on both batches; the head's BatchNorm still takes separate q / r statistics
+            out_q, out_r = model(q, r)
+            return objective(out_q, out_r, batch)
         return objective(model(q, r), batch)
 
 
