@@ -345,7 +345,8 @@ def copynce_bwd(grad: torch.Tensor, query: torch.Tensor, reference: torch.Tensor
 
 @copynce_bwd.register_fake
 def _(grad, query, reference, counts_qr, counts_rq, stats, scale, gamma, lamb):
-    return torch.empty_like(query), torch.empty_like(reference)
+    # the real op makes a non-unit last stride contiguous first: the fake must report the same strides
+    return torch.empty_like(_unit_stride(query)), torch.empty_like(_unit_stride(reference))
 
 
 def _setup_context(ctx, inputs, output):

@@ -102,3 +102,16 @@ def test_matcher_objective_ignores_geometry_of_negative_pairs():
     terms["copynce"].backward()
     assert out["query_tokens"].grad[1].abs().max() == 0  # the negative pair gets no CopyNCE gradient
     assert out["query_tokens"].grad[0].abs().max() > 0
+
+
+def test_copynce_term_feeds_the_autocast_dtype_to_the_kernel():
+    """Under autocast the fp32 residual-stream tokens are handed over in the autocast dtype (the fast kernel path)."""
+    cfg = LossConfig(copynce_weight=1.0, copynce_gamma=3.0, impl="torch")
+    obj = DescriptorObjective(cfg, patch_size=8)
+    batch = _batch()
+    q, r = torch.randn(3, 16, 12), torch.randn(3, 16, 12)
+    counts = patch_overlap_ref(batch["paths_qr"], 8), patch_overlap_ref(batch["paths_rq"], 8)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        got = obj.copynce(q, r, batch)
+    torch.testing.assert_close(got, copynce_ref(q.bfloat16(), r.bfloat16(), *counts, gamma=3.0))
+    assert not torch.allclose(got, copynce_ref(q, r, *counts, gamma=3.0), atol=1e-6, rtol=0)

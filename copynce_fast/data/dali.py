@@ -166,6 +166,22 @@ def pair_pipeline(feeder: PairFeeder, size: int, full_reference: bool, nearest: 
     return (out(query), out(reference)) + tuple(n[k] for k in _PASS)
 
 
+def _trimmed(paths: PackedPaths) -> PackedPaths:
+    """Drop the trailing identity steps every pair has (the feeder pads to T_MAX): the overlap kernel unrolls
+    one loop iteration per step. Host tensors, so this costs no device sync."""
+    m, c = paths.matrices, paths.canvases
+    if m.is_cuda:
+        return paths
+    eye = torch.eye(3, dtype=m.dtype)
+    dst = torch.tensor(paths.dst_hw, dtype=c.dtype)
+    padding = (m == eye).flatten(2).all(-1).all(0) & (c == dst).all(-1).all(0)  # [T]: identity for every pair
+    keep = len(padding)
+    while keep > 1 and bool(padding[keep - 1]):
+        keep -= 1
+    return PackedPaths(m[:, :keep].contiguous(), c[:, :keep].contiguous(), paths.src_hw, paths.dst_hw,
+                       paths.src_occluder, paths.dst_occluder)
+
+
 class DaliPairLoader:
     """Batch dicts (as PairLoader's) from the DALI executor, for one rank.
 
@@ -243,8 +259,8 @@ class DaliPairLoader:
         mq = qm if qm.is_cuda or bool(qm.any()) else None
         mr = rm if rm.is_cuda or bool(rm.any()) else None
         hw = (s, s)
-        qr = PackedPaths(d["qr_mats"].clone(), d["qr_canv"].clone(), hw, hw, mq, mr)
-        rq = PackedPaths(d["rq_mats"].clone(), d["rq_canv"].clone(), hw, hw, mr, mq)
+        qr = _trimmed(PackedPaths(d["qr_mats"].clone(), d["qr_canv"].clone(), hw, hw, mq, mr))
+        rq = _trimmed(PackedPaths(d["rq_mats"].clone(), d["rq_canv"].clone(), hw, hw, mr, mq))
         meta = d["meta"].clone()
         return {"query": q, "reference": r, "paths_qr": qr, "paths_rq": rq, "is_copy": meta[:, 0].bool(),
                 "copynce": meta[:, 1].bool(), "source_index": meta[:, 2], "skipped": [], "substitutions": 0}

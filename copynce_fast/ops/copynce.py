@@ -80,17 +80,22 @@ def copynce_ref(query: torch.Tensor, reference: torch.Tensor, counts_qr: torch.T
         fp32 scalar (``reduction="mean"``) or [B].
     """
     check_copynce_args(query, reference, counts_qr, counts_rq, flags, scale, gamma, lamb)
-    dt = torch.promote_types(query.dtype, torch.float32)  # fp32 math; float64 stays float64 (gradcheck)
-    q = F.normalize(query.to(dt), dim=-1, eps=1e-12)
-    r = F.normalize(reference.to(dt), dim=-1, eps=1e-12)
-    sim = scale * torch.bmm(q, r.transpose(1, 2))
-    per_pair = lamb * _direction_loss(sim, copynce_weights(counts_qr, gamma, dt))
-    per_pair = per_pair + (1.0 - lamb) * _direction_loss(sim.transpose(1, 2), copynce_weights(counts_rq, gamma, dt))
+    with torch.autocast(query.device.type, enabled=False):  # fp32 math even inside an autocast region
+        per_pair = _copynce_pairs(query, reference, counts_qr, counts_rq, scale, gamma, lamb)
     if reduction == "none":
         return per_pair
     if reduction != "mean":
         raise ValueError(f"reduction: must be 'mean' or 'none', got {reduction!r}")
     return reduce_pairs(per_pair, flags, weight)
+
+
+def _copynce_pairs(query, reference, counts_qr, counts_rq, scale, gamma, lamb) -> torch.Tensor:
+    dt = torch.promote_types(query.dtype, torch.float32)  # fp32 math; float64 stays float64 (gradcheck)
+    q = F.normalize(query.to(dt), dim=-1, eps=1e-12)
+    r = F.normalize(reference.to(dt), dim=-1, eps=1e-12)
+    sim = scale * torch.bmm(q, r.transpose(1, 2))
+    per_pair = lamb * _direction_loss(sim, copynce_weights(counts_qr, gamma, dt))
+    return per_pair + (1.0 - lamb) * _direction_loss(sim.transpose(1, 2), copynce_weights(counts_rq, gamma, dt))
 
 
 def reduce_pairs(per_pair: torch.Tensor, flags: torch.Tensor | None, weight: float) -> torch.Tensor:

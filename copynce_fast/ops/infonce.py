@@ -27,6 +27,11 @@ def infonce_ref(feats: torch.Tensor, num_pos: int, log_scale: torch.Tensor, num_
     if not 0 < 2 * num_pos <= n_local <= feats.shape[0]:
         raise ValueError(f"num_pos: need 0 < 2*num_pos <= num_local <= N, got num_pos={num_pos}, "
                          f"num_local={n_local}, N={feats.shape[0]}")
+    with torch.autocast(feats.device.type, enabled=False):  # fp32 math even inside an autocast region
+        return _infonce(feats, num_pos, log_scale, n_local)
+
+
+def _infonce(feats, num_pos, log_scale, n_local):
     f = feats.float()
     rows = f[: 2 * num_pos]
     cos = rows @ f.t()

@@ -20,6 +20,11 @@ def koleo_ref(feats: torch.Tensor, num_pos: int = 0, num_local: int | None = Non
     if not (0 <= 2 * num_pos <= n_local <= feats.shape[0]) or n_local < 1 or feats.shape[0] < 2:
         raise ValueError(f"num_pos/num_local: need 2*num_pos <= num_local <= N and N >= 2, got "
                          f"num_pos={num_pos}, num_local={n_local}, N={feats.shape[0]}")
+    with torch.autocast(feats.device.type, enabled=False):  # fp32 math even inside an autocast region
+        return _koleo(feats, num_pos, n_local)
+
+
+def _koleo(feats, num_pos, n_local):
     f = feats.float()
     cos = f[:n_local] @ f.t()
     idx = torch.arange(n_local, device=f.device)

@@ -45,6 +45,12 @@ class _CopyNCETerm(nn.Module):
         self.loss = CopyNCELoss(cfg.copynce_scale, cfg.copynce_gamma, cfg.copynce_lamb, cfg.copynce_weight, cfg.impl)
 
     def forward(self, q_tokens, r_tokens, batch):
+        dev = q_tokens.device.type
+        if torch.is_autocast_enabled(dev) and q_tokens.dtype == torch.float32:
+            # the residual stream stays fp32 under autocast (the fp32 pos-embed promotes it); the fused kernel's
+            # fast path is the autocast dtype (it accumulates in fp32), so hand it that
+            low = torch.get_autocast_dtype(dev)
+            q_tokens, r_tokens = q_tokens.to(low), r_tokens.to(low)
         counts = batch_counts(batch, self.patch_size, q_tokens.device, self.impl)
         # negatives have all-invalid counts (zero loss); whether they count in the mean is the data's "copynce"
         # flag (data.copynce_on_negatives reproduces the reference, which counts them)
