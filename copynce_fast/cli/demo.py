@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from copynce_fast.cli._common import add_common_args, add_subparser
 
-# μAP spread across seeds of the demo run: 0.07-0.17 with CopyNCE, 0.06-0.21 without (seeds 0-2, 2026-11-23)
+# μAP spread across seeds of the demo run: 0.07-0.21 with CopyNCE, 0.08-0.19 without (seeds 0-2, 2026-11-23)
 NOISE = 0.1
 
 
