@@ -33,7 +33,7 @@ from copynce_fast.eval.extract import ImageDataset, extract_features, make_loade
 from copynce_fast.eval.extract_dali import DaliImageBatches, dali_available  # noqa: E402
 from copynce_fast.eval.images import ImageItem, normalize  # noqa: E402
 from copynce_fast.eval.model_io import autocast, load_model  # noqa: E402
-from copynce_fast.eval.search import faiss_available, knn  # noqa: E402
+from bench_eval_search import BenchConfig, BenchResult, providers, run_one  # noqa: E402
 
 
 @dataclass(frozen=True)
@@ -47,17 +47,6 @@ class ExtractRow:
     workers: int
     seconds: float
     images_per_s: float
-
-
-@dataclass(frozen=True)
-class SearchRow:
-    provider: str
-    n: int
-    m: int
-    d: int
-    k: int
-    ms: float
-    tflops: float
 
 
 def _sync() -> None:
@@ -134,24 +123,11 @@ def bench_extraction(items, loaded, batch: int, workers: int, loaders: list[str]
     return rows
 
 
-def bench_search(n: int, m: int, d: int, k: int) -> list[SearchRow]:
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    g = torch.Generator(device=device).manual_seed(0)
-    q = torch.nn.functional.normalize(torch.randn(n, d, device=device, generator=g), dim=1)
-    db = torch.nn.functional.normalize(torch.randn(m, d, device=device, generator=g), dim=1)
-    flops = 2.0 * n * m * d
-    rows = []
-    ms = _bench.time_ms(lambda: knn(q, db, k, backend="torch"), warmup=1, rep=3)
-    rows.append(SearchRow(f"torch ({device}, fp32)", n, m, d, k, ms, flops / ms / 1e9))
-    if device == "cuda":
-        qh, dbh = q.half(), db.half()
-        ms = _bench.time_ms(lambda: knn(qh, dbh, k, backend="torch"), warmup=1, rep=3)
-        rows.append(SearchRow("torch (cuda, fp16)", n, m, d, k, ms, flops / ms / 1e9))
-    if faiss_available():
-        qn, dbn = q.cpu().numpy(), db.cpu().numpy()
-        ms = _bench.time_ms(lambda: knn(qn, dbn, k, backend="faiss", gpu=False), warmup=1, rep=3)
-        rows.append(SearchRow("faiss flat (cpu, incl. add)", n, m, d, k, ms, flops / ms / 1e9))
-    return rows
+def bench_search(n: int, m: int, d: int, k: int) -> list[BenchResult]:
+    """Exact search at one size with the providers of bench_eval_search.py (one implementation of the timing)."""
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    cfg = BenchConfig(n, m, d, k)
+    return [run_one(cfg, name, kw, device, reps=3) for name, kw in providers(device, smallest=True).items()]
 
 
 def main() -> None:
@@ -186,7 +162,7 @@ def main() -> None:
                        title=f"descriptor extraction ({'bf16 autocast' if cuda else 'fp32 CPU'}; decode included "
                              f"in end-to-end)")
     search_rows = bench_search(n, m, d, 10)
-    _bench.print_table([asdict(r) for r in search_rows], ["provider", "n", "m", "d", "k", "ms", "tflops"],
+    _bench.print_table([asdict(r) for r in search_rows], ["provider", "n", "m", "d", "k", "ms", "tflops", "peak_mb"],
                        title="exact search (knn, inner product, top-10)")
     if not quick:
         _bench.write_jsonl("eval", [{"bench": "extract", **asdict(r)} for r in ext_rows]
