@@ -33,6 +33,7 @@ from copynce_fast.kernels.overlap import patch_overlap_from_dense_triton, patch_
 from copynce_fast.ops.overlap import patch_overlap_from_dense_ref, patch_overlap_ref  # noqa: E402
 from copynce_fast.pixtrace import PackedPaths, correspondence_map, pack_paths  # noqa: E402
 from copynce_fast.pixtrace.random_views import random_view  # noqa: E402
+from copynce_fast.pixtrace.view import SNAP  # noqa: E402
 
 PEAK_BW = 3.35e12
 
@@ -65,7 +66,8 @@ def providers(cfg: BenchConfig, paths: PackedPaths, quick: bool):
         def ref(m, c, so, do):
             return patch_overlap_ref(PackedPaths(m, c, paths.src_hw, hw, so, do), p)
         args = (paths.matrices, paths.canvases, paths.src_occluder, paths.dst_occluder)
-        triton = lambda: patch_overlap_triton(paths, p)  # noqa: E731
+        triton = lambda: patch_overlap_triton(*args[:2], paths.src_hw, hw, p, src_occluder=args[2],  # noqa: E731
+                                              dst_occluder=args[3], snap=SNAP)
         nbytes = paths.matrices.numel() * 4 + paths.canvases.numel() * 4
         nbytes += sum(o.numel() for o in (paths.src_occluder, paths.dst_occluder) if o is not None)
     else:

@@ -31,9 +31,6 @@ import triton.language as tl
 from triton.language.extra import libdevice
 
 from copynce_fast.kernels._common import MAX_OVERLAP_BINS, check_same_device, interpreted, next_pow2
-from copynce_fast.ops.overlap import patch_grid
-from copynce_fast.pixtrace.batch import PackedPaths
-from copynce_fast.pixtrace.view import SNAP
 
 __all__ = ["patch_overlap_triton", "patch_overlap_from_dense_triton"]
 
@@ -168,9 +165,21 @@ def _patch_overlap_dense_kernel(
     _bin_and_store(j, local, in_patch, out_ptr, b, i0, num_src, num_dst, stride_out_b, PATCHES, NUM_BINS)
 
 
+# The snap step the kernel hard-codes (x*256 exact, /256 as *0.00390625); pixtrace's SNAP must equal it.
+KERNEL_SNAP = 256.0
+
+
+def _whole_patches(hw, patch_size: int, name: str) -> tuple[int, int]:
+    """(rows, cols) of the patch grid; a program owns whole patches, so both sides must divide by P."""
+    h, w = hw
+    if patch_size <= 0 or h % patch_size or w % patch_size:
+        raise ValueError(f"{name}: image size {h}x{w} is not divisible by patch_size={patch_size}")
+    return h // patch_size, w // patch_size
+
+
 def _grids(src_hw, dst_hw, patch_size):
-    gs_h, gs_w = patch_grid(tuple(src_hw), patch_size, "src_hw")
-    gd_h, gd_w = patch_grid(tuple(dst_hw), patch_size, "dst_hw")
+    gs_h, gs_w = _whole_patches(tuple(src_hw), patch_size, "src_hw")
+    gd_h, gd_w = _whole_patches(tuple(dst_hw), patch_size, "dst_hw")
     ls, ld = gs_h * gs_w, gd_h * gd_w
     if ld + 1 > MAX_OVERLAP_BINS:
         raise ValueError(f"dst_hw: {ld} destination patches exceed the kernel's {MAX_OVERLAP_BINS - 1}-bin limit")
@@ -250,27 +259,33 @@ def _(maps, dst_h, dst_w, patch_size):
     return maps.new_empty((maps.shape[0], ls, ld + 1), dtype=torch.int32)
 
 
-def patch_overlap_triton(paths: PackedPaths, patch_size: int = 16) -> torch.Tensor:
+def patch_overlap_triton(matrices: torch.Tensor, canvases: torch.Tensor, src_hw: tuple[int, int],
+                         dst_hw: tuple[int, int], patch_size: int = 16, *, src_occluder: torch.Tensor | None = None,
+                         dst_occluder: torch.Tensor | None = None, snap: float = KERNEL_SNAP) -> torch.Tensor:
     """Overlap counts from geometry; same contract as ``copynce_fast.ops.patch_overlap_ref``.
 
+    Plain tensors and numbers (``copynce_fast.ops.patch_overlap`` unpacks a pixtrace ``PackedPaths``).
+
     Args:
-        paths: ``PackedPaths`` with float32 (or float64) matrices [B, T, 3, 3], int canvases [B, T, 2] and
-            optional bool occluders [B, Hs, Ws] / [B, Hd, Wd], all on one CUDA device (CPU under the interpreter).
-        patch_size: P; both images must be multiples of it.
+        matrices: [B, T, 3, 3] float32 (or float64) step homographies, source -> destination.
+        canvases: [B, T, 2] int (H, W) canvas after each step.
+        src_hw, dst_hw: (H, W) of the source and destination images, multiples of ``patch_size``.
+        patch_size: P.
+        src_occluder, dst_occluder: optional bool [B, Hs, Ws] / [B, Hd, Wd] masks (True = occluded).
+        snap: the snap step of the caller's geometry (pixtrace ``SNAP``); the kernel supports only 256.
+        All tensors on one CUDA device (CPU under the interpreter).
 
     Returns:
         [B, Ls, Ld + 1] int32; the last column counts pixels with no valid correspondence. Rows sum to P².
     """
-    m = paths.matrices
-    if m.dtype not in (torch.float32, torch.float64):
-        raise ValueError(f"paths.matrices: expected float32 or float64, got {m.dtype}")
-    check_same_device(matrices=m, canvases=paths.canvases, src_occluder=paths.src_occluder,
-                      dst_occluder=paths.dst_occluder)
-    if SNAP != 256.0:
-        raise ValueError(f"SNAP: the kernel snaps to 1/256 px, pixtrace uses 1/{SNAP}")
-    (hs, ws), (hd, wd) = paths.src_hw, paths.dst_hw
-    return _patch_overlap_op(m, paths.canvases, paths.src_occluder, paths.dst_occluder, int(hs), int(ws),
-                             int(hd), int(wd), int(patch_size))
+    if matrices.dtype not in (torch.float32, torch.float64):
+        raise ValueError(f"matrices: expected float32 or float64, got {matrices.dtype}")
+    check_same_device(matrices=matrices, canvases=canvases, src_occluder=src_occluder, dst_occluder=dst_occluder)
+    if float(snap) != KERNEL_SNAP:
+        raise ValueError(f"snap: the kernel snaps to 1/{KERNEL_SNAP:g} px, got 1/{snap}")
+    (hs, ws), (hd, wd) = src_hw, dst_hw
+    return _patch_overlap_op(matrices, canvases, src_occluder, dst_occluder, int(hs), int(ws), int(hd), int(wd),
+                             int(patch_size))
 
 
 def patch_overlap_from_dense_triton(maps: torch.Tensor, dst_hw: tuple[int, int] | None = None,

@@ -9,6 +9,7 @@ from copynce_fast.ops import patch_overlap, patch_overlap_from_dense, patch_over
 from copynce_fast.pixtrace import PackedPaths, View, correspondence_map, pack_paths
 from copynce_fast.pixtrace import stages as S
 from copynce_fast.pixtrace.random_views import random_view
+from copynce_fast.pixtrace.view import SNAP
 
 DEV = "cuda" if torch.cuda.is_available() else "cpu"
 
@@ -36,6 +37,12 @@ def every_stage_kind(o, out_hw):
     return [v.then(S.resize(v.out_hw, out_hw)) for v in views]
 
 
+def triton_counts(paths: PackedPaths, patch: int) -> torch.Tensor:
+    """The geometry kernel on a ``PackedPaths`` unpacked into its tensors (the kernel knows no pixtrace type)."""
+    return patch_overlap_triton(paths.matrices, paths.canvases, paths.src_hw, paths.dst_hw, patch,
+                                src_occluder=paths.src_occluder, dst_occluder=paths.dst_occluder, snap=SNAP)
+
+
 def make_paths(rng, original, src_hw, dst_hw, batch, occluders, dtype=torch.float32):
     src = every_stage_kind(original, src_hw)[:batch] if batch > 4 else []
     while len(src) < batch:
@@ -54,7 +61,7 @@ def test_geometry_counts_equal_reference(config, occluders):
     rng = np.random.default_rng(sum(src_hw) + patch + occluders)
     paths = make_paths(rng, original, src_hw, dst_hw, batch=13 if patch == 8 else 5, occluders=occluders)
     expected = patch_overlap_ref(paths, patch)
-    got = patch_overlap_triton(paths.to(DEV), patch).cpu()
+    got = triton_counts(paths.to(DEV), patch).cpu()
     assert got.dtype == torch.int32 and got.shape == expected.shape
     assert torch.equal(got, expected), f"{int((got != expected).sum())} counts differ"
     assert torch.all(got.sum(-1) == patch * patch)
@@ -64,7 +71,7 @@ def test_geometry_counts_equal_reference(config, occluders):
 def test_float64_paths_equal_float64_reference():
     paths = make_paths(np.random.default_rng(7), (70, 90), (64, 48), (32, 32), batch=6, occluders=True,
                        dtype=torch.float64)
-    assert torch.equal(patch_overlap_triton(paths.to(DEV), 8).cpu(), patch_overlap_ref(paths, 8))
+    assert torch.equal(triton_counts(paths.to(DEV), 8).cpu(), patch_overlap_ref(paths, 8))
 
 
 def test_half_way_snapping_and_perspective_horizon():
@@ -78,7 +85,7 @@ def test_half_way_snapping_and_perspective_horizon():
     paths = PackedPaths(torch.tensor(mats, dtype=torch.float32), torch.tensor(canv, dtype=torch.int32),
                         (32, 32), (32, 32))
     expected = patch_overlap_ref(paths, 8)
-    assert torch.equal(patch_overlap_triton(paths.to(DEV), 8).cpu(), expected)
+    assert torch.equal(triton_counts(paths.to(DEV), 8).cpu(), expected)
     # Half to even keeps column 0 (x*256 = -0.5 rounds to -0) and moves nothing: a tie-breaking bug shows here.
     assert torch.equal(expected[0, :, :-1], torch.eye(16, dtype=torch.int32) * 64)
     assert expected[1, :, -1].sum() > 0  # the horizon invalidated something
@@ -86,7 +93,7 @@ def test_half_way_snapping_and_perspective_horizon():
 
 def test_no_steps_is_the_identity_between_equal_frames():
     paths = PackedPaths(torch.zeros(2, 0, 3, 3), torch.zeros(2, 0, 2, dtype=torch.int32), (16, 24), (16, 24))
-    got = patch_overlap_triton(paths.to(DEV), 8).cpu()
+    got = triton_counts(paths.to(DEV), 8).cpu()
     assert torch.equal(got, patch_overlap_ref(paths, 8))
     assert torch.equal(got[0, :, :-1], torch.eye(6, dtype=torch.int32) * 64)
 
@@ -95,7 +102,7 @@ def test_one_patch_per_program_like_the_gpu(monkeypatch):
     """The interpreter packs patches per program; the GPU layout (one patch each) must give the same counts."""
     monkeypatch.setattr(kov, "_patches_per_program", lambda patch, ls, ld: 1)
     paths = make_paths(np.random.default_rng(3), (50, 60), (24, 16), (16, 24), batch=2, occluders=True)
-    assert torch.equal(patch_overlap_triton(paths.to(DEV), 8).cpu(), patch_overlap_ref(paths, 8))
+    assert torch.equal(triton_counts(paths.to(DEV), 8).cpu(), patch_overlap_ref(paths, 8))
     maps = correspondence_map(paths)
     assert torch.equal(patch_overlap_from_dense_triton(maps.to(DEV), (16, 24), 8).cpu(),
                        patch_overlap_from_dense_ref(maps, (16, 24), 8))
@@ -160,9 +167,11 @@ def test_custom_op_registrations():
 def test_rejects_bad_arguments():
     paths = make_paths(np.random.default_rng(0), (70, 90), (64, 48), (32, 32), batch=1, occluders=False)
     with pytest.raises(ValueError, match="src_hw"):
-        patch_overlap_triton(paths.to(DEV), 7)
+        triton_counts(paths.to(DEV), 7)
     with pytest.raises(ValueError, match="matrices"):
-        patch_overlap_triton(PackedPaths(paths.matrices.half(), paths.canvases, (64, 48), (32, 32)).to(DEV), 8)
+        triton_counts(PackedPaths(paths.matrices.half(), paths.canvases, (64, 48), (32, 32)).to(DEV), 8)
+    with pytest.raises(ValueError, match="snap"):
+        patch_overlap_triton(paths.matrices, paths.canvases, (64, 48), (32, 32), 8, snap=128.0)
     with pytest.raises(ValueError, match="maps"):
         patch_overlap_from_dense_triton(torch.zeros(1, 3, 8, 8, device=DEV), None, 8)
 
@@ -173,7 +182,7 @@ def test_gpu_full_size_batch():
     rng = np.random.default_rng(0)
     paths = make_paths(rng, (300, 400), (224, 224), (224, 224), batch=32, occluders=True)
     expected = patch_overlap_ref(paths, 16)
-    assert torch.equal(patch_overlap_triton(paths.to("cuda"), 16).cpu(), expected)
+    assert torch.equal(triton_counts(paths.to("cuda"), 16).cpu(), expected)
     assert torch.equal(patch_overlap_ref(paths.to("cuda"), 16).cpu(), expected)
     maps = correspondence_map(paths).cuda()
     assert torch.equal(patch_overlap_from_dense_triton(maps, None, 16).cpu(), expected)

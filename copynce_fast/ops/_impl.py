@@ -7,6 +7,8 @@ import os
 
 import torch
 
+from copynce_fast.kernels._common import interpreted  # the one reader of TRITON_INTERPRET (torch + os only)
+
 _log = logging.getLogger("copynce_fast")
 IMPLS = ("torch", "triton")
 
@@ -22,10 +24,6 @@ def triton_available() -> bool:
     return _TRITON_AVAILABLE
 
 
-def triton_interpreted() -> bool:
-    return os.environ.get("TRITON_INTERPRET", "0") == "1"
-
-
 def resolve_impl(impl: str | None, *tensors: torch.Tensor) -> str:
     """Resolve ``impl`` (None/"auto"/"torch"/"triton") to "torch" or "triton".
 
@@ -36,7 +34,7 @@ def resolve_impl(impl: str | None, *tensors: torch.Tensor) -> str:
     impl = impl or os.environ.get("COPYNCE_IMPL", "auto")
     if impl == "auto":
         on_cuda = any(t.is_cuda for t in tensors if isinstance(t, torch.Tensor))
-        usable = triton_available() and (on_cuda or triton_interpreted())
+        usable = triton_available() and (on_cuda or interpreted())
         return "triton" if usable else "torch"
     if impl not in IMPLS:
         raise ValueError(f"impl: must be None, 'auto', 'torch' or 'triton', got {impl!r}")

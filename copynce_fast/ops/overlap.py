@@ -10,6 +10,7 @@ import torch
 
 from copynce_fast.ops._impl import resolve_impl
 from copynce_fast.pixtrace.batch import PackedPaths, map_pixels
+from copynce_fast.pixtrace.view import SNAP
 
 __all__ = ["patch_overlap", "patch_overlap_ref", "patch_overlap_from_dense", "patch_overlap_from_dense_ref",
            "patch_grid"]
@@ -72,7 +73,10 @@ def patch_overlap(paths: PackedPaths, patch_size: int = 16, *, impl: str | None 
     if resolve_impl(impl, paths.matrices) == "torch":
         return patch_overlap_ref(paths, patch_size)
     from copynce_fast.kernels.overlap import patch_overlap_triton  # lazy: CPU installs need no triton
-    return patch_overlap_triton(paths, patch_size)
+    patch_grid(tuple(paths.src_hw), patch_size, "src_hw")  # same errors as the reference path
+    patch_grid(tuple(paths.dst_hw), patch_size, "dst_hw")
+    return patch_overlap_triton(paths.matrices, paths.canvases, paths.src_hw, paths.dst_hw, patch_size,
+                                src_occluder=paths.src_occluder, dst_occluder=paths.dst_occluder, snap=SNAP)
 
 
 def patch_overlap_from_dense(maps: torch.Tensor, dst_hw=None, patch_size: int = 16, *,
