@@ -1,14 +1,14 @@
 """CopyNCE: eager ``copynce_ref`` vs ``torch.compile(copynce_ref)`` vs the fused Triton kernels.
 
-Modes fwd, bwd (backward only, graph retained) and fwd+bwd; medians (CUDA events), peak extra memory, achieved
-TFLOP/s and GB/s, and the H100 floor. Formulas (per call, B pairs, L = Lq = Lr, C channels, e = token bytes):
+Modes fwd, bwd (backward only, graph retained) and fwd+bwd; median (min-max) times (``triton.testing.do_bench``),
+peak extra memory, achieved TFLOP/s and GB/s, and the H100 floor. Formulas (per call, B pairs, L = Lq = Lr, C channels, e = token bytes):
     FLOPs  = 2·B·L²·C per similarity-sized product; useful work: fwd 1×, bwd 2× (dQ, dR), fwd+bwd 3×.
              (the Triton kernels recompute S: they execute fwd 2×, bwd 4×; TFLOP/s counts useful work only).
     Bytes  = tokens in 2·B·L·C·e + int32 counts read 2·B·L·(L+1)·4 [+ gradients out 2·B·L·C·e in bwd modes]
              (the minimum any implementation must move; GB/s = Bytes / time).
     floor  = max(Bytes / 3.35 TB/s, FLOPs / peak), peak = 989 TFLOP/s bf16 dense, 67 TFLOP/s fp32 (H100 SXM).
 
-Usage: python benchmarks/bench_copynce.py [--quick] [--dtype bf16] [--mode fwd+bwd]
+Usage: python benchmarks/bench_copynce.py [--quick] [--dtype bf16] [--mode fwd+bwd] [--shape descriptor-S-256]
 ``--quick`` is a tiny CPU smoke run (Triton interpreter, compile backend aot_eager); its timings mean nothing.
 """
 from __future__ import annotations
@@ -17,19 +17,15 @@ import argparse
 import itertools
 import os
 import shutil
-import sys
 from dataclasses import asdict, dataclass
-from pathlib import Path
 
 if shutil.which("nvidia-smi") is None:  # before triton is imported: no GPU -> the Triton interpreter
     os.environ.setdefault("TRITON_INTERPRET", "1")
 
 import torch  # noqa: E402
 
-sys.path.insert(0, str(Path(__file__).parent))
-import _bench  # noqa: E402
-
 from copynce_fast.ops.copynce import copynce, copynce_ref  # noqa: E402
+from copynce_fast.utils import benchmarking as bench  # noqa: E402
 
 PEAK_BW = 3.35e12  # H100 SXM HBM3 bytes/s
 PEAK_FLOPS = {torch.bfloat16: 989e12, torch.float16: 989e12, torch.float32: 67e12}
@@ -51,20 +47,23 @@ class BenchConfig:
 class BenchResult:
     provider: str
     ms: float
+    ms_min: float
+    ms_max: float
     peak_mb: float | None
     tflops: float
     gbps: float
     floor_us: float
 
 
-SHAPES = [("descriptor-S", 192, 196, 384), ("descriptor-S", 256, 196, 384), ("descriptor-B", 192, 196, 768),
-          ("matcher-336", 32, 441, 384)]
+# name -> (batch, patches, channels)
+SHAPES = {"descriptor-S-192": (192, 196, 384), "descriptor-S-256": (256, 196, 384), "descriptor-B-192": (192, 196, 768),
+          "matcher-336": (32, 441, 384)}
 
 
-def configs(quick: bool, dtypes, modes) -> list[BenchConfig]:
+def configs(quick: bool, shapes, dtypes, modes) -> list[BenchConfig]:
     if quick:
         return [BenchConfig("quick", 2, 16, 32, "fp32", m) for m in modes]
-    return [BenchConfig(n, b, l, c, d, m) for (n, b, l, c), d, m in itertools.product(SHAPES, dtypes, modes)]
+    return [BenchConfig(n, *SHAPES[n], d, m) for n, d, m in itertools.product(shapes, dtypes, modes)]
 
 
 def make_inputs(cfg: BenchConfig, device):
@@ -93,8 +92,11 @@ def loss_fns(quick: bool):
     def triton(q, r, cqr, crq, flags):
         return copynce(q, r, cqr, crq, flags, impl="triton", **hp)
 
-    # CPU smoke runs use aot_eager: inductor's C++ build would dominate a 60 s budget.
-    compiled = torch.compile(ref, backend="aot_eager" if quick else "inductor")
+    # CPU smoke runs use aot_eager: inductor's C++ build would dominate a 60 s budget. Static shapes: one graph
+    # per (shape, dtype), like a trainer with fixed shapes; the recompile limit is raised so that no config
+    # silently falls back to eager.
+    torch._dynamo.config.recompile_limit = 64
+    compiled = torch.compile(ref, backend="aot_eager" if quick else "inductor", dynamic=False)
     return {"eager": ref, "compiled": compiled, "triton": triton}
 
 
@@ -108,6 +110,7 @@ def flops_bytes(cfg: BenchConfig, elem: int) -> tuple[float, float]:
 
 
 def run_one(cfg: BenchConfig, provider: str, fn, device, warmup: int, rep: int) -> BenchResult:
+    """Median (min-max) of ``rep`` or more timed calls after ``warmup`` calls."""
     dtype, q, r, cqr, crq, flags = make_inputs(cfg, device)
     args = (q, r, cqr, crq, flags)
     if cfg.mode == "fwd":
@@ -117,11 +120,13 @@ def run_one(cfg: BenchConfig, provider: str, fn, device, warmup: int, rep: int) 
         call = lambda: torch.autograd.grad(loss, (q, r), retain_graph=True)  # noqa: E731
     else:
         call = lambda: torch.autograd.grad(fn(*args), (q, r))  # noqa: E731
-    ms = _bench.time_ms(call, warmup=warmup, rep=rep)
-    peak = _bench.peak_memory_mb(call)
+    t = bench.measure(call, warmup=warmup, min_reps=rep)
+    peak = bench.peak_memory_mb(call)
     flops, nbytes = flops_bytes(cfg, q.element_size())
     floor_us = max(nbytes / PEAK_BW, flops / PEAK_FLOPS[dtype]) * 1e6
-    return BenchResult(provider, ms, peak, flops / (ms * 1e-3) / 1e12, nbytes / (ms * 1e-3) / 1e9, floor_us)
+    ms = t.median_ms
+    return BenchResult(provider, ms, t.min_ms, t.max_ms, peak, flops / (ms * 1e-3) / 1e12,
+                       nbytes / (ms * 1e-3) / 1e9, floor_us)
 
 
 def main() -> None:
@@ -130,13 +135,15 @@ def main() -> None:
     ap.add_argument("--dtype", nargs="+", default=["fp32", "bf16"], choices=["fp32", "bf16", "fp16"])
     ap.add_argument("--mode", nargs="+", default=list(MODES), choices=MODES)
     ap.add_argument("--provider", nargs="+", default=list(PROVIDERS), choices=PROVIDERS)
+    ap.add_argument("--shape", nargs="+", default=list(SHAPES), choices=list(SHAPES),
+                    help="shapes to time (default: all)")
     args = ap.parse_args()
     device = "cuda" if torch.cuda.is_available() else "cpu"
     quick = args.quick or device == "cpu"
-    warmup, rep = (1, 3) if quick else (5, 30)
+    warmup, rep = (1, 3) if quick else (3, 20)
     fns = loss_fns(quick)
     rows = []
-    for cfg in configs(quick, args.dtype, args.mode):
+    for cfg in configs(quick, args.shape, args.dtype, args.mode):
         results = {p: run_one(cfg, p, fns[p], device, warmup, rep) for p in args.provider}
         for p, res in results.items():
             row = {**asdict(cfg), **asdict(res)}
@@ -146,13 +153,11 @@ def main() -> None:
             rows.append(row)
         if device == "cuda":
             torch.cuda.empty_cache()
-    cols = ["name", "batch", "patches", "channels", "dtype", "mode", "provider", "ms", "peak_mb", "tflops", "gbps",
-            "floor_us", "x_vs_eager", "x_vs_compiled"]
-    _bench.print_table(rows, cols, title="CopyNCE (useful FLOPs 2BL²C x {fwd 1, bwd 2, fwd+bwd 3}; bytes = "
-                                         "tokens + int32 counts [+ grads])")
-    path = _bench.write_jsonl("copynce", rows)
-    if path:
-        print(f"appended {len(rows)} rows to {path}")
+    cols = ["name", "batch", "patches", "channels", "dtype", "mode", "provider", "ms", "min-max", "peak_mb", "tflops",
+            "gbps", "floor_us", "x_vs_eager", "x_vs_compiled"]
+    bench.print_table(rows, cols, title="CopyNCE (useful FLOPs 2BL²C x {fwd 1, bwd 2, fwd+bwd 3}; bytes = "
+                                        "tokens + int32 counts [+ grads])")
+    bench.write_jsonl("copynce", rows)
 
 
 if __name__ == "__main__":

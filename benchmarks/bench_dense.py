@@ -1,7 +1,7 @@
 """Official dense-map chain (``reference_correspondence``: invert, compose, invert) at the training size.
 
-Providers: torch on the available device (CUDA if any, else CPU), the C++ helpers on CPU (batch spread over
-``torch.get_num_threads()`` threads) and the numpy fallback. Inputs are float64 maps like the official ones:
+Providers: torch on the available device (CUDA if any, else CPU), eager and ``torch.compile``d, the C++ helpers on
+CPU (batch spread over ``torch.get_num_threads()`` threads) and the numpy fallback. Inputs are float64 maps like the official ones:
 the reference view is a pure resize from a 500x375 native image (``floor(i*H_o/S)*S/H_o``, REFERENCE.md 1.8), the
 query a random crop + rescale (+ horizontal flip for half the batch) with fractional coordinates, so the inverses
 have both holes and collisions.
@@ -12,17 +12,13 @@ have both holes and collisions.
 from __future__ import annotations
 
 import argparse
-import sys
-from pathlib import Path
 
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).parent))
-import _bench  # noqa: E402
-
-from copynce_fast import _cpp  # noqa: E402
-from copynce_fast.pixtrace.dense import reference_correspondence  # noqa: E402
+from copynce_fast import _cpp
+from copynce_fast.pixtrace.dense import reference_correspondence
+from copynce_fast.utils import benchmarking as bench
 
 
 def make_maps(batch: int, size: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -57,27 +53,36 @@ def main() -> None:
     device = "cuda" if torch.cuda.is_available() else "cpu"
     que_t, ref_t = torch.from_numpy(que).to(device), torch.from_numpy(ref).to(device)
 
-    providers = [(f"torch ({device})", lambda: reference_correspondence(que_t, ref_t, impl="torch"), rep)]
+    def chain(q, r):
+        return reference_correspondence(q, r, impl="torch")
+
+    # inductor's C++ build would dominate a CPU smoke run; static shapes like a trainer's
+    compiled = torch.compile(chain, backend="aot_eager" if args.quick else "inductor", dynamic=False)
+    for got, want in zip(compiled(que_t, ref_t)[:2], chain(que_t, ref_t)[:2]):
+        if not torch.equal(got, want):  # sync point: a benchmark that computes the wrong thing is worthless
+            raise AssertionError("compiled reference_correspondence differs from eager")
+    # (name, call, timed calls, runs on the host only)
+    providers = [(f"torch eager ({device})", lambda: chain(que_t, ref_t), rep, device == "cpu"),
+                 (f"torch compiled ({device})", lambda: compiled(que_t, ref_t), rep, device == "cpu")]
     if _cpp.HAS_CPP:
         providers.append((f"cpp (cpu, {torch.get_num_threads()} thr)",
-                          lambda: reference_correspondence(que, ref, impl="cpp"), rep))
+                          lambda: reference_correspondence(que, ref, impl="cpp"), rep, True))
     providers.append(("numpy fallback (cpu)", lambda: reference_correspondence(que, ref, impl="numpy"),
-                      min(rep, 3)))
+                      min(rep, 3), True))
 
     _, r2q, info = reference_correspondence(que, ref)
     holes = float(np.mean(info["ref_to_que_holes"])) / size**2
     rows = []
-    for name, fn, n in providers:
-        ms = _bench.time_ms(fn, warmup=1, rep=n)
+    for name, fn, n, host in providers:
+        t = bench.measure(fn, warmup=1, min_reps=n, whole_step=True, host=host)
         rows.append({"op": "reference_correspondence", "provider": name, "B": batch, "S": size, "dtype": "float64",
-                     "median_ms": ms, "ref_to_que_holes": round(holes, 4)})
-    base = rows[-1]["median_ms"]
+                     **t.row(), "ref_to_que_holes": round(holes, 4)})
+    base = rows[-1]["ms"]
     for r in rows:
-        r["speedup_vs_numpy"] = base / r["median_ms"]
-    _bench.print_table(rows, ["provider", "B", "S", "dtype", "median_ms", "speedup_vs_numpy", "ref_to_que_holes"],
-                       title="dense maps: official chain (invert, compose, invert)")
-    if not args.quick:
-        _bench.write_jsonl("dense", rows)
+        r["speedup_vs_numpy"] = base / r["ms"]
+    bench.print_table(rows, ["provider", "B", "S", "dtype", "ms", "min-max", "speedup_vs_numpy", "ref_to_que_holes"],
+                      title="dense maps: official chain (invert, compose, invert)")
+    bench.write_jsonl("dense", rows)
 
 
 if __name__ == "__main__":

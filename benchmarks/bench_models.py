@@ -9,26 +9,22 @@ FLOPs per image (forward): 2 · (matmul weights applied per token) · tokens + 4
 
     python benchmarks/bench_models.py                         # full sweep on the local GPU, writes results/models.jsonl
     python benchmarks/bench_models.py --arch vit_small --img 224 --attn sdpa --compile both
-    python benchmarks/bench_models.py --quick                 # tiny CPU smoke run, prints only
+    python benchmarks/bench_models.py --quick                 # tiny CPU smoke run
 """
 from __future__ import annotations
 
 import argparse
 import gc
 import itertools
-import sys
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass
-from pathlib import Path
 
 import torch
 from torch import nn
 
-sys.path.insert(0, str(Path(__file__).parent))
-import _bench  # noqa: E402
-
-from copynce_fast.models import vit_base, vit_small, vit_tiny  # noqa: E402
-from copynce_fast.models.attention import resolve_attn_impl  # noqa: E402
+from copynce_fast.models import vit_base, vit_small, vit_tiny
+from copynce_fast.models.attention import resolve_attn_impl
+from copynce_fast.utils import benchmarking as bench
 
 BUILDERS = {"vit_tiny": vit_tiny, "vit_small": vit_small, "vit_base": vit_base}
 
@@ -98,8 +94,9 @@ def run_config(cfg: BenchConfig, dtype: torch.dtype, warmup: int, rep: int, peak
 
     row = asdict(cfg) | {"dtype": str(dtype).removeprefix("torch.")}
     try:
-        ms = _bench.time_ms(step, warmup=warmup, rep=rep)
-        row["peak_mb"] = _bench.peak_memory_mb(step)
+        t = bench.measure(step, warmup=warmup, min_reps=rep, whole_step=True)  # a step updates the weights
+        row.update(t.row())
+        row["peak_mb"] = bench.peak_memory_mb(step)
     except torch.cuda.OutOfMemoryError:
         row["ms"] = None
         row["note"] = "oom"
@@ -111,8 +108,9 @@ def run_config(cfg: BenchConfig, dtype: torch.dtype, warmup: int, rep: int, peak
             torch.cuda.empty_cache()
     flops = forward_flops_per_image(BUILDERS[cfg.arch](img_size=cfg.img, device="meta"), cfg.img)
     flops *= cfg.batch * (3 if cfg.mode == "train" else 1)
+    ms = t.median_ms
     tflops = flops / (ms * 1e-3) / 1e12
-    row.update(ms=ms, img_per_s=cfg.batch / (ms * 1e-3), tflops=tflops,
+    row.update(img_per_s=cfg.batch / (ms * 1e-3), tflops=tflops,
                mfu_pct=100 * tflops / peak_tflops if peak_tflops else None)
     return row
 
@@ -140,7 +138,7 @@ def main(argv=None) -> None:
     p.add_argument("--peak-tflops", type=float, default=None, help="device dense bf16 peak (default: by name)")
     p.add_argument("--warmup", type=int, default=5)
     p.add_argument("--rep", type=int, default=20)
-    p.add_argument("--quick", action="store_true", help="one tiny eager config on CPU; prints, writes nothing")
+    p.add_argument("--quick", action="store_true", help="one tiny eager config (a CPU smoke run)")
     args = p.parse_args(argv)
     if args.quick:
         args.arch, args.img, args.attn, args.compile = ["vit_tiny"], [224], ["sdpa"], "eager"
@@ -149,16 +147,13 @@ def main(argv=None) -> None:
     peak = args.peak_tflops or default_peak_tflops()
 
     rows = [run_config(cfg, dtype, args.warmup, args.rep, peak) for cfg in configs(args)]
-    _bench.print_table(
+    bench.print_table(
         rows,
-        ["arch", "img", "attn", "compiled", "mode", "batch", "dtype", "ms", "img_per_s", "tflops", "mfu_pct",
-         "peak_mb", "note"],
+        ["arch", "img", "attn", "compiled", "mode", "batch", "dtype", "ms", "min-max", "img_per_s", "tflops",
+         "mfu_pct", "peak_mb", "note"],
         title=f"ViT throughput (peak {peak} TFLOP/s bf16)" if peak else "ViT throughput",
     )
-    if not args.quick:
-        path = _bench.write_jsonl("models", rows)
-        if path:
-            print(f"appended {len(rows)} rows to {path}")
+    bench.write_jsonl("models", rows)
 
 
 if __name__ == "__main__":

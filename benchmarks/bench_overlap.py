@@ -16,9 +16,7 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-import sys
 from dataclasses import asdict, dataclass
-from pathlib import Path
 
 if shutil.which("nvidia-smi") is None:  # before triton is imported: no GPU -> the Triton interpreter
     os.environ.setdefault("TRITON_INTERPRET", "1")
@@ -26,14 +24,11 @@ if shutil.which("nvidia-smi") is None:  # before triton is imported: no GPU -> t
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-sys.path.insert(0, str(Path(__file__).parent))
-import _bench  # noqa: E402
-
-from copynce_fast.kernels.overlap import patch_overlap_from_dense_triton, patch_overlap_triton  # noqa: E402
-from copynce_fast.ops.overlap import patch_overlap_from_dense_ref, patch_overlap_ref  # noqa: E402
+from copynce_fast.ops.overlap import (patch_overlap, patch_overlap_from_dense, patch_overlap_from_dense_ref,  # noqa: E402
+                                      patch_overlap_ref)
 from copynce_fast.pixtrace import PackedPaths, correspondence_map, pack_paths  # noqa: E402
 from copynce_fast.pixtrace.random_views import random_view  # noqa: E402
-from copynce_fast.pixtrace.view import SNAP  # noqa: E402
+from copynce_fast.utils import benchmarking as bench  # noqa: E402
 
 PEAK_BW = 3.35e12
 
@@ -66,8 +61,7 @@ def providers(cfg: BenchConfig, paths: PackedPaths, quick: bool):
         def ref(m, c, so, do):
             return patch_overlap_ref(PackedPaths(m, c, paths.src_hw, hw, so, do), p)
         args = (paths.matrices, paths.canvases, paths.src_occluder, paths.dst_occluder)
-        triton = lambda: patch_overlap_triton(*args[:2], paths.src_hw, hw, p, src_occluder=args[2],  # noqa: E731
-                                              dst_occluder=args[3], snap=SNAP)
+        triton = lambda: patch_overlap(paths, p, impl="triton")  # noqa: E731  (as the trainer calls it)
         nbytes = paths.matrices.numel() * 4 + paths.canvases.numel() * 4
         nbytes += sum(o.numel() for o in (paths.src_occluder, paths.dst_occluder) if o is not None)
     else:
@@ -76,9 +70,9 @@ def providers(cfg: BenchConfig, paths: PackedPaths, quick: bool):
         def ref(m):
             return patch_overlap_from_dense_ref(m, hw, p)
         args = (maps,)
-        triton = lambda: patch_overlap_from_dense_triton(maps, hw, p)  # noqa: E731
+        triton = lambda: patch_overlap_from_dense(maps, hw, p, impl="triton")  # noqa: E731
         nbytes = maps.numel() * maps.element_size()
-    compiled = torch.compile(ref, backend=backend)
+    compiled = torch.compile(ref, backend=backend, dynamic=False)
     out = triton()
     nbytes += out.numel() * out.element_size()
     if not torch.equal(out, ref(*args)):  # sync point: a benchmark that computes the wrong thing is worthless
@@ -96,25 +90,24 @@ def main() -> None:
     device = "cuda" if torch.cuda.is_available() else "cpu"
     quick = args.quick or device == "cpu"
     batch, size = (4, 64) if quick else (args.batch, args.size)
-    warmup, rep = (1, 3) if quick else (5, 30)
+    warmup, rep = (1, 3) if quick else (3, 20)
+    torch._dynamo.config.recompile_limit = 64  # one static graph per config, never a silent eager fallback
     rows = []
     for source, occ in (("geometry", False), ("geometry", True), ("dense", False)):
         cfg = BenchConfig(source, batch, size, args.patch, occ)
         paths = make_paths(cfg, device)
         fns, nbytes = providers(cfg, paths, quick)
-        times = {name: _bench.time_ms(fn, warmup=warmup, rep=rep) for name, fn in fns.items()}
+        times = {name: bench.measure(fn, warmup=warmup, min_reps=rep) for name, fn in fns.items()}
         for name, fn in fns.items():
-            ms = times[name]
-            rows.append({**asdict(cfg), "steps": paths.matrices.shape[1], "provider": name, "ms": ms,
-                         "peak_mb": _bench.peak_memory_mb(fn), "gbps": nbytes / (ms * 1e-3) / 1e9,
-                         "floor_us": nbytes / PEAK_BW * 1e6, "x_vs_eager": times["eager"] / ms,
-                         "x_vs_compiled": times["compiled"] / ms})
-    cols = ["source", "batch", "size", "patch", "occluders", "steps", "provider", "ms", "peak_mb", "gbps",
+            ms = times[name].median_ms
+            rows.append({**asdict(cfg), "steps": paths.matrices.shape[1], "provider": name, **times[name].row(),
+                         "peak_mb": bench.peak_memory_mb(fn), "gbps": nbytes / (ms * 1e-3) / 1e9,
+                         "floor_us": nbytes / PEAK_BW * 1e6, "x_vs_eager": times["eager"].median_ms / ms,
+                         "x_vs_compiled": times["compiled"].median_ms / ms})
+    cols = ["source", "batch", "size", "patch", "occluders", "steps", "provider", "ms", "min-max", "peak_mb", "gbps",
             "floor_us", "x_vs_eager", "x_vs_compiled"]
-    _bench.print_table(rows, cols, title="Patch overlap counts (bytes = inputs + int32 [B, L, L+1] output)")
-    path = _bench.write_jsonl("overlap", rows)
-    if path:
-        print(f"appended {len(rows)} rows to {path}")
+    bench.print_table(rows, cols, title="Patch overlap counts (bytes = inputs + int32 [B, L, L+1] output)")
+    bench.write_jsonl("overlap", rows)
 
 
 if __name__ == "__main__":
