@@ -12,7 +12,6 @@ CPU timings are informational (never written to results); GPU rows go to benchma
 from __future__ import annotations
 
 import argparse
-import sys
 import tempfile
 import time
 from dataclasses import dataclass
@@ -21,13 +20,11 @@ from pathlib import Path
 import torch
 from PIL import Image
 
-sys.path.insert(0, str(Path(__file__).parent))
-import _bench  # noqa: E402
-
-from copynce_fast.data.loader import PairLoader  # noqa: E402
-from copynce_fast.data.presets import descriptor_preset, matcher_preset  # noqa: E402
-from copynce_fast.data.sources import folder_source  # noqa: E402
-from copynce_fast.data.synthetic import synthetic_images  # noqa: E402
+from copynce_fast.data.loader import PairLoader
+from copynce_fast.data.presets import descriptor_preset, matcher_preset
+from copynce_fast.data.sources import folder_source
+from copynce_fast.data.synthetic import synthetic_images
+from copynce_fast.utils import benchmarking as bench
 
 REFERENCE_PAIRS_PER_CORE = 15.5  # the official CPU pipeline per core: 41 ms augmentation + 21 ms PixTrace (DESIGN.md)
 
@@ -136,8 +133,8 @@ def main(argv=None):
                  "pairs_per_s_per_core": REFERENCE_PAIRS_PER_CORE, "vs_reference_per_core": 1.0})
     cols = ["provider", "preset", "size", "batch", "threads", "pairs_per_s", "images_per_s", "pairs_per_s_per_core",
             "vs_reference_per_core"]
-    _bench.print_table(rows, cols, title="pair loader throughput (full augmentation preset + PixTrace paths)")
-    _bench.write_jsonl("loader", [r for r in rows if r["provider"] == "dali-gpu"])
+    bench.print_table(rows, cols, title="pair loader throughput (full augmentation preset + PixTrace paths)")
+    bench.write_jsonl("loader", [r for r in rows if r["provider"] == "dali-gpu"])
 
 
 if __name__ == "__main__":
