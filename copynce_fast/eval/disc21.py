@@ -28,6 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
+from copynce_fast.eval.protocols import Protocol, evaluate_pairs, locate_layout
 from copynce_fast.eval.search import read_predictions_csv
 
 OFFICIAL_MAX_PREDICTIONS = 500_000
@@ -126,3 +127,35 @@ def topk_per_query(query_ids: np.ndarray, reference_ids: np.ndarray, scores: np.
     first = np.maximum.accumulate(np.where(start, np.arange(len(order)), 0))
     keep = order[(np.arange(len(order)) - first) < k]
     return np.asarray(query_ids)[keep], np.asarray(reference_ids)[keep], np.asarray(scores)[keep]
+
+
+# ------------------------------------------------------------------------------- the DISC21 protocol
+
+DISC21_LAYOUT = """\
+DISC21/                          (--root)
+  query_images/                  Q00000.jpg ... (also accepted: queries/, dev_queries/, final_queries/)
+  reference_images/              R000000.jpg ... (also: references/)
+  training_images/               optional: T000000.jpg ... (score normalisation; also: training/)
+  <ground truth>                 one of public_ground_truth.csv (ISC2021 phase 1), dev_ground_truth.csv,
+                                 final_ground_truth.csv, ground_truth.csv, or the CopyNCE JSON
+                                 isc_25k_matching_dev_set_gt.json / isc_matching_test_set_gt.json; --gt overrides"""
+
+DISC21_GROUND_TRUTH_NAMES = ("public_ground_truth.csv", "dev_ground_truth.csv", "final_ground_truth.csv",
+                             "ground_truth.csv", "isc_25k_matching_dev_set_gt.json", "isc_matching_test_set_gt.json")
+DISC21_FOLDERS = {"queries": ("query_images", "queries", "dev_queries", "final_queries"),
+                  "references": ("reference_images", "references"),
+                  "training": ("training_images", "training")}
+
+
+def _locate(root, overrides):
+    return locate_layout("disc21", root, overrides, ground_truth=DISC21_GROUND_TRUTH_NAMES, folders=DISC21_FOLDERS)
+
+
+def _evaluate(predictions, layout, options):
+    return evaluate_pairs("disc21", predictions, layout, options,
+                          headline=(("μAP", "uap"), ("RP90", "recall_at_p90")))
+
+
+PROTOCOL = Protocol(name="disc21",
+                    summary="DISC21 / ISC2021 descriptor and matching tracks: μAP, RP90 (+ mAP, recall@k)",
+                    layout_doc=DISC21_LAYOUT, file_roles=(), locate=_locate, evaluate=_evaluate)
