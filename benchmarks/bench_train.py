@@ -36,7 +36,7 @@ from copynce_fast.data.loader import normalise_images  # noqa: E402
 from copynce_fast.data.presets import descriptor_preset  # noqa: E402
 from copynce_fast.data.sampler import sample_pair  # noqa: E402
 from copynce_fast.losses import CopyNCELoss  # noqa: E402
-from copynce_fast.models.build import build_model  # noqa: E402
+from copynce_fast.models.loading import build_model  # noqa: E402
 from copynce_fast.pixtrace import View, correspondence_map, pack_pairs, pack_paths  # noqa: E402
 from copynce_fast.pixtrace import stages as S  # noqa: E402
 from copynce_fast.train.loop import param_groups, train_step  # noqa: E402

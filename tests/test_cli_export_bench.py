@@ -5,7 +5,7 @@ import torch
 
 from copynce_fast.cli import main
 from copynce_fast.cli.bench import SCRIPTS, benchmarks_dir
-from copynce_fast.eval.model_io import load_model
+from copynce_fast.models.loading import load_model
 
 MODEL = ["--random-init", "--arch", "vit_tiny", "--img-size", "32", "--dim", "16"]
 
@@ -35,7 +35,7 @@ def test_export_refuses_a_matcher(tmp_path, capsys):
     from dataclasses import replace
 
     from copynce_fast.config import Config, ModelConfig, to_dict
-    from copynce_fast.eval.model_io import build_model
+    from copynce_fast.models.loading import build_model
 
     mc = ModelConfig(kind="matcher", arch="vit_tiny", img_size=32, encoder_depth=2)
     path = tmp_path / "m.pt"

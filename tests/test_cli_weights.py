@@ -11,8 +11,8 @@ from copynce_fast.cli import main
 from copynce_fast.config import Config, ModelConfig, to_dict
 from copynce_fast.eval.features import load_features
 from copynce_fast.eval.images import load_image, normalize
-from copynce_fast.eval.model_io import build_model, load_model
-from copynce_fast.models.build import checkpoint_format as detect_format
+from copynce_fast.models.loading import build_model, load_model
+from copynce_fast.models.loading import checkpoint_format as detect_format
 from copynce_fast.models import vit_tiny
 
 S = 32

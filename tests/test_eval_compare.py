@@ -16,7 +16,7 @@ from copynce_fast.eval.compare import (
     render_comparison,
 )
 from copynce_fast.eval.images import preprocess
-from copynce_fast.eval.model_io import load_model
+from copynce_fast.models.loading import load_model
 
 S = 64  # 4x4 patches
 

@@ -15,7 +15,7 @@ from copynce_fast.eval.images import (
     normalize,
     preprocess,
 )
-from copynce_fast.eval.model_io import load_model
+from copynce_fast.models.loading import load_model
 
 S = 32
 

@@ -15,7 +15,7 @@ from copynce_fast.eval.local_verification import (
     render_views,
 )
 from copynce_fast.eval.matcher_eval import encode, fuse_logits, rescore_pairs
-from copynce_fast.eval.model_io import load_model
+from copynce_fast.models.loading import load_model
 from copynce_fast.eval.search import read_predictions_csv
 
 S = 32

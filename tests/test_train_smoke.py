@@ -91,7 +91,7 @@ def test_resumed_log_has_each_step_once(tmp_path):
 
 
 def test_our_checkpoint_loads_as_pretrained_weights(tmp_path):
-    from copynce_fast.models.build import build_model, load_pretrained
+    from copynce_fast.models.loading import build_model, load_pretrained
 
     cfg = tiny(tmp_path, max_steps=1)
     train(cfg)

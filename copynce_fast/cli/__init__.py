@@ -12,16 +12,13 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import importlib.util
 import sys
 
 from copynce_fast import __version__
-from copynce_fast.cli._common import CliError, one_line
+from copynce_fast.cli._common import CliError, name_the_flag, one_line
 
-# Subcommands owned by this package, in --help order.
-COMMANDS = ("extract", "index", "search", "evaluate", "rescore", "compare", "export", "bench")
-# Subcommands registered only when their module exists (owned by the training side).
-OPTIONAL_COMMANDS = ("train", "demo", "knn")
+# The subcommands, in --help order.
+COMMANDS = ("extract", "index", "search", "evaluate", "rescore", "compare", "export", "bench", "train", "demo", "knn")
 
 
 def _register(subparsers, module_name: str) -> None:
@@ -32,10 +29,7 @@ def _register(subparsers, module_name: str) -> None:
     if not added:
         raise RuntimeError(f"{module_name}.add_parser added no subcommand")
     for name in added:
-        parser = subparsers.choices[name]
-        parser.set_defaults(_run=module.run, _command=name)
-        if "--debug" not in parser._option_string_actions:  # modules not built on cli._common
-            parser.add_argument("--debug", action="store_true", help="show tracebacks instead of one-line errors")
+        subparsers.choices[name].set_defaults(_run=module.run, _command=name)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -49,12 +43,6 @@ def build_parser() -> argparse.ArgumentParser:
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name in COMMANDS:
         _register(subparsers, f"copynce_fast.cli.{name}")
-    for name in OPTIONAL_COMMANDS:
-        module_name = f"copynce_fast.cli.{name}"
-        # find_spec says whether the module exists without importing it: an ImportError raised *inside* an
-        # existing module is a bug and must surface, not silently drop the subcommand
-        if importlib.util.find_spec(module_name) is not None:
-            _register(subparsers, module_name)
     return parser
 
 
@@ -68,8 +56,8 @@ def main(argv: list[str] | None = None) -> int:
         argv, passthrough = argv[:cut], argv[cut + 1:]
     try:
         args, extras = parser.parse_known_args(argv)
+        sub = parser._subparsers._group_actions[0].choices.get(args.command, parser)  # "copynce-fast <cmd>: error"
         if extras and not getattr(args, "_accepts_overrides", False):  # only `train` takes --section.field=value
-            sub = parser._subparsers._group_actions[0].choices.get(args.command, parser)  # "copynce-fast <cmd>: error"
             sub.error(f"unrecognized arguments: {' '.join(extras)}")
         args.overrides = extras
     except SystemExit as e:  # --help, --version (code 0) and usage errors (code 2, message already printed)
@@ -85,10 +73,15 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"copynce-fast {command}: interrupted", file=sys.stderr)
         return 130
-    except (CliError, ValueError, OSError) as e:  # bad argument, bad file: the message names it
+    except CliError as e:  # found by the CLI: the message names the flag
         if debug:
             raise
         print(f"copynce-fast {command}: error: {one_line(e)}", file=sys.stderr)
+        return 1
+    except (ValueError, OSError) as e:  # found by the library: the message names the parameter, we name its flag
+        if debug:
+            raise
+        print(f"copynce-fast {command}: error: {name_the_flag(one_line(e), sub)}", file=sys.stderr)
         return 1
     except Exception as e:  # anything else is unexpected: still one line, with the exception type
         if debug:
@@ -98,4 +91,4 @@ def main(argv: list[str] | None = None) -> int:
         return 1
 
 
-__all__ = ["main", "build_parser", "COMMANDS", "OPTIONAL_COMMANDS"]
+__all__ = ["main", "build_parser", "COMMANDS"]

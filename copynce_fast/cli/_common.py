@@ -5,6 +5,7 @@ Nothing here imports torch at module level: ``copynce-fast --help`` must not pay
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 from pathlib import Path
 
@@ -17,6 +18,24 @@ def one_line(e: BaseException) -> str:
     """The exception message on one line (multi-line messages are joined)."""
     text = str(e) if str(e) else type(e).__name__
     return " ".join(part.strip() for part in text.splitlines() if part.strip())
+
+
+# Library parameters whose flag is not simply ``--`` + the parameter name (argparse ``dest`` on the right).
+PARAM_DESTS = {"fmt": "weights_format", "kind": "index_type", "k": "topk", "directory": "index",
+               "num_workers": "workers"}
+
+
+def name_the_flag(message: str, parser: argparse.ArgumentParser | None) -> str:
+    """The library names its parameter first (``"nprobe: must be in [1, 8], got 9"``); the user typed a flag,
+    so the message names that flag (``"--nprobe: ..."``) when ``parser`` has one for the parameter."""
+    m = re.match(r"([a-z][a-z0-9_]*)(?=[:= ]|$)", message)
+    if parser is None or m is None:
+        return message
+    dest = PARAM_DESTS.get(m.group(1), m.group(1))
+    for action in parser._actions:
+        if action.dest == dest and action.option_strings:
+            return max(action.option_strings, key=len) + message[m.end():]  # the long form: --topk, not -k
+    return message
 
 
 def warn(command: str, message: str) -> None:
@@ -63,7 +82,7 @@ def add_model_args(parser: argparse.ArgumentParser, *, dim_default: int = 512) -
 
 def load_model_from_args(args, kind: str | None):
     """Build the model the model flags describe (``kind``: "descriptor", "matcher" or None = either)."""
-    from copynce_fast.eval.model_io import load_model
+    from copynce_fast.models.loading import load_model
     from copynce_fast.utils.device import resolve_device
 
     if args.weights is None and not args.random_init:

@@ -30,7 +30,8 @@ from PIL import Image, ImageDraw
 from torch import Tensor
 
 from copynce_fast.eval.images import normalize
-from copynce_fast.eval.model_io import LoadedModel, autocast
+from copynce_fast.models.loading import LoadedModel
+from copynce_fast.utils.device import autocast
 from copynce_fast.models import CopyDescriptor, CopyMatcher
 from copynce_fast.utils.device import default_font
 

@@ -35,7 +35,8 @@ from copynce_fast.eval.features import FeatureWriter, consolidate, load_features
 from copynce_fast.data.sources import BadImage
 from copynce_fast.eval.images import ImageItem, load_image, normalize
 from copynce_fast.eval.extract_dali import DaliImageBatches, dali_available
-from copynce_fast.eval.model_io import LoadedModel, autocast
+from copynce_fast.models.loading import LoadedModel
+from copynce_fast.utils.device import autocast
 from copynce_fast.models import CopyDescriptor
 
 
@@ -106,7 +107,7 @@ def extract_features(loaded: LoadedModel, items: Sequence[ImageItem], out: str |
     """Extract descriptors of ``items`` into ``out`` (see the module docstring), resuming what is there.
 
     Args:
-        loaded: a descriptor from :func:`copynce_fast.eval.model_io.load_model`.
+        loaded: a descriptor from :func:`copynce_fast.models.loading.load_model`.
         items: the images (ids must be unique).
         out: shard directory, or a ``.npz`` file path.
         batch_size, num_workers: loader settings (workers decode in parallel processes).

@@ -33,7 +33,8 @@ from tqdm.auto import tqdm
 from copynce_fast.data.sources import BadImage
 from copynce_fast.eval.images import decode_image, normalize, preprocess
 from copynce_fast.eval.local_verification import N_QUERY_VIEWS, PAIR_VIEWS, render_views
-from copynce_fast.eval.model_io import LoadedModel, autocast
+from copynce_fast.models.loading import LoadedModel
+from copynce_fast.utils.device import autocast
 from copynce_fast.models import CopyMatcher
 
 
@@ -100,7 +101,7 @@ def rescore_pairs(loaded: LoadedModel, query_ids: Sequence[str], reference_ids: 
     """Copy probabilities of (query, reference) pairs with the matcher (module docstring).
 
     Args:
-        loaded: a matcher from :func:`copynce_fast.eval.model_io.load_model`.
+        loaded: a matcher from :func:`copynce_fast.models.loading.load_model`.
         query_ids, reference_ids: (P,) the pairs.
         query_paths, reference_paths: id -> image file; every id of the pairs must be present.
         local_verification: score with the 35 local-crop combinations (REFERENCE §7.4).

@@ -68,6 +68,11 @@ class CopyDescriptor(nn.Module):
         nn.init.xavier_normal_(self.fc.weight)  # the reference LinearHead init
 
     @property
+    def patch_size(self) -> int:
+        """Pixels per patch side of the backbone (the CopyNCE token grid)."""
+        return self.backbone.patch_size
+
+    @property
     def dim(self) -> int:
         return self.fc.out_features
 

@@ -107,6 +107,11 @@ class CopyMatcher(nn.Module):
         self.cls_head = ClsHead(C, ln_eps, **fk)
         self.fusion_head = FusionHead(C, ln_eps, **fk)
 
+    @property
+    def patch_size(self) -> int:
+        """Pixels per patch side of the encoder (the CopyNCE token grid)."""
+        return self.encoder.patch_size
+
     def no_weight_decay(self) -> set[str]:
         return {f"encoder.{n}" for n in self.encoder.no_weight_decay()} | {"fusion.cls_token"}
 

@@ -2,7 +2,7 @@
 
 Parameter names follow the timm/DINO state dict (``cls_token``, ``pos_embed``, ``patch_embed.proj``,
 ``blocks.{i}.{norm1,attn.qkv,attn.proj,norm2,mlp.fc1,mlp.fc2}``, ``norm``), so a DINO checkpoint maps onto it
-one to one (see ``checkpoints.py``). Architecture (REFERENCE §5.1): conv 16×16/16 patch embed with bias, CLS
+one to one (see ``layouts.py``). Architecture (REFERENCE §5.1): conv 16×16/16 patch embed with bias, CLS
 token, learned pos-embed ``[1, 1+L, C]``, pre-norm blocks ``x += attn(ln1 x); x += mlp(ln2 x)``, MLP C→4C→C with
 exact GELU, qkv bias, no dropout / drop-path / LayerScale (all off in the reference).
 
@@ -169,6 +169,11 @@ class VisionTransformer(nn.Module):
         self.apply(init_vit_weights)
         if freeze_patch_embed:
             self.patch_embed.requires_grad_(False)
+
+    @property
+    def patch_size(self) -> int:
+        """Side of the square patches in pixels (16): a token covers ``patch_size``² input pixels."""
+        return PATCH_SIZE
 
     @property
     def attn_impl(self) -> str:

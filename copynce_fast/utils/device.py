@@ -1,10 +1,12 @@
-"""Device selection (one rule for the trainer and the CLI) and the one PIL font helper."""
+"""Device selection (one rule for the trainer and the CLI), inference autocast, and the one PIL font helper."""
 from __future__ import annotations
+
+import contextlib
 
 import torch
 from PIL import ImageFont
 
-__all__ = ["resolve_device", "default_font"]
+__all__ = ["resolve_device", "autocast", "default_font"]
 
 
 def resolve_device(device: str | torch.device = "auto", arg: str = "device") -> torch.device:
@@ -20,6 +22,13 @@ def resolve_device(device: str | torch.device = "auto", arg: str = "device") -> 
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"{arg}: {device!r} requested but CUDA is not available on this machine")
     return dev
+
+
+def autocast(device: torch.device, amp: str = "bf16"):
+    """bf16 autocast on CUDA when ``amp == "bf16"``; a no-op elsewhere (CPU inference stays fp32)."""
+    if device.type == "cuda" and amp == "bf16":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
 
 
 def default_font(px: int):

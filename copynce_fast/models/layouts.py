@@ -1,4 +1,7 @@
-"""Load DINO and official CopyNCE checkpoints from local files into our ViT / descriptor / matcher.
+"""Key layouts of foreign checkpoints: DINO and official CopyNCE weights into our ViT / descriptor / matcher.
+
+The tables of this module say how other code bases name their keys; :mod:`copynce_fast.models.loading` is
+the one entry point that detects a checkpoint's format and builds / loads a model with them.
 
 Files are read with ``torch.load(path, map_location="cpu", weights_only=True)``; nothing is downloaded.
 Loading is strict, unlike the reference (which loads with ``strict=False`` and silently trains from random init
