@@ -18,6 +18,7 @@ packages = [
     "copynce_fast.utils",
     "copynce_fast.cli",
     "copynce_fast.kernels",
+    "copynce_fast.viz",
 ]
 package_dir = {"copynce_fast": "copynce_fast", "copynce_fast.kernels": "kernels"}
 

@@ -6,7 +6,7 @@ import pytest
 from PIL import Image
 
 from copynce_fast.cli import main
-from copynce_fast.eval.compare import canvas_size
+from copynce_fast.viz.compare import canvas_size
 
 
 def _image(path, seed, size=(70, 90)):

@@ -184,13 +184,13 @@ def test_matches_slow_implementation(seed):
     assert lp.n_gt == sum(len(v) for v in gt.values()) and np.all(np.diff(lp.score) <= 0)
 
 
-# ------------------------------------------------------------------------- plots and report (plots.py)
+# ------------------------------------------------------------------ PR plot (viz.curves) and report (utils.jsonio)
 
 
 def test_pr_curve_png_draws_the_data(tmp_path):
     from PIL import Image
 
-    from copynce_fast.eval.plots import PALETTE, data_to_pixel, plot_pr_curve
+    from copynce_fast.viz.curves import PALETTE, data_to_pixel, plot_pr_curve
 
     size = (500, 400)
     recall, precision = np.array([0.1, 0.5, 0.9]), np.array([0.7, 0.7, 0.3])
@@ -213,7 +213,7 @@ def test_pr_curve_png_draws_the_data(tmp_path):
 def test_json_report(tmp_path):
     import json
 
-    from copynce_fast.eval.plots import write_json_report
+    from copynce_fast.utils.jsonio import write_json_report
 
     m = evaluate([("q1", "r1", 0.9), ("q3", "r3", np.float32(0.5))], GT)
     path = write_json_report(tmp_path / "r.json", m, model="vit", scores=np.array([0.5, np.nan]))

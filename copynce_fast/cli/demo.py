@@ -31,10 +31,12 @@ def _trace_pairs(cfg, out_dir, n: int) -> str:
     import torch
 
     from copynce_fast import CopyNCELoss
-    from copynce_fast.data.loader import CopyPairDataset, PairKey, collate_pairs
+    from copynce_fast.data.batch import collate_pairs
+    from copynce_fast.data.plan_sampler import PairKey
+    from copynce_fast.data.torch_loader import CopyPairDataset
     from copynce_fast.ops import patch_overlap
     from copynce_fast.train.data import augment_config, open_source
-    from copynce_fast.viz import pair_panel, save_panels
+    from copynce_fast.viz.pairs import TracedPair, save_pairs
 
     source = open_source(cfg.data.source, 0, cfg.run.seed)  # the bundled photos only
     ds = CopyPairDataset(source, replace(augment_config(cfg), size=128), seed=cfg.run.seed + 1)  # big enough to see
@@ -45,12 +47,12 @@ def _trace_pairs(cfg, out_dir, n: int) -> str:
     L = counts_qr.shape[1]
     tokens = torch.randn(2, len(counts_qr), L, 32, generator=torch.Generator().manual_seed(0))
     value = loss(tokens[0], tokens[1], (counts_qr, counts_rq)).item()
-    panels, titles = [], []
+    pairs = []
     for b in range(len(counts_qr)):
         valid = 1 - counts_qr[b, :, -1].sum().item() / counts_qr[b].sum().item()
-        panels.append(pair_panel(batch["query"][b], batch["reference"][b], counts_qr[b], 16))
-        titles.append(f"pair {b}: query | reference  ({100 * valid:.0f}% of query pixels traced to the reference)")
-    path = save_panels(panels, out_dir / "pairs.png", titles)
+        title = f"pair {b}: query | reference  ({100 * valid:.0f}% of query pixels traced to the reference)"
+        pairs.append(TracedPair(batch["query"][b], batch["reference"][b], counts_qr[b], 16, title))
+    path = save_pairs(pairs, out_dir / "pairs.png")
     return f"traced {len(counts_qr)} pairs -> {path} (CopyNCE of random tokens on them: {value:.3f})"
 
 
@@ -60,7 +62,7 @@ def run(args) -> int:
 
     from copynce_fast.cli._common import info
     from copynce_fast.config import get_preset
-    from copynce_fast.eval.plots import write_json_report
+    from copynce_fast.utils.jsonio import write_json_report
     from copynce_fast.train import train
 
     out = Path(args.out)

@@ -61,7 +61,8 @@ def add_parser(subparsers) -> None:
 def run(args) -> int:
     from copynce_fast.eval.disc21 import read_candidates, read_ground_truth, topk_per_query
     from copynce_fast.eval.metrics import evaluate, precision_recall_curve
-    from copynce_fast.eval.plots import plot_pr_curve, write_json_report
+    from copynce_fast.utils.jsonio import write_json_report
+    from copynce_fast.viz.curves import plot_pr_curve
 
     ks = _ks(args.recall_k)
     preds_path = existing_file("predictions", args.predictions)

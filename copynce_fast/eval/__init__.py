@@ -1,4 +1,4 @@
-"""Evaluation: DISC21 metrics, descriptor kNN search, score normalisation, feature files, plots."""
+"""Evaluation: DISC21 metrics, descriptor kNN search, score normalisation, feature files (pictures: ``viz``)."""
 from copynce_fast.eval.features import Features, FeatureWriter, consolidate, load_features, save_features
 from copynce_fast.eval.metrics import (
     LabelledPredictions,
@@ -13,7 +13,6 @@ from copynce_fast.eval.metrics import (
     recall_at_k,
     recall_at_precision,
 )
-from copynce_fast.eval.plots import plot_pr_curve, write_json_report
 from copynce_fast.eval.score_norm import normalize_copynce, normalize_isc2021, normalize_scores, normalize_sscd
 from copynce_fast.eval.search import knn, knn_to_predictions, read_predictions_csv, write_predictions_csv
 
@@ -22,7 +21,6 @@ __all__ = [
     "LabelledPredictions", "Metrics", "OperatingPoint", "PRCurve", "evaluate", "label_predictions",
     "mean_average_precision", "micro_average_precision", "precision_recall_curve", "recall_at_k",
     "recall_at_precision",
-    "plot_pr_curve", "write_json_report",
     "normalize_copynce", "normalize_isc2021", "normalize_scores", "normalize_sscd",
     "knn", "knn_to_predictions", "read_predictions_csv", "write_predictions_csv",
 ]

@@ -14,9 +14,7 @@ trained model the low-entropy area traces the copy.
 Correspondences: mutual nearest neighbours (``argmax_j cos(q_i, ·) = j`` and ``argmax_i cos(·, r_j) = i``),
 strongest cosine first.
 
-The picture (:func:`render_comparison`): a header line with the score, then query and reference side by side,
-each resized to ``panel``×``panel`` (the S×S view the model saw), with ``1 − entropy`` as a heat overlay and
-lines between the matched patch centres. Size: :func:`canvas_size`.
+The picture of a :class:`Comparison` is drawn by :func:`copynce_fast.viz.compare.render_comparison`.
 """
 from __future__ import annotations
 
@@ -26,19 +24,11 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image, ImageDraw
 from torch import Tensor
 
 from copynce_fast.eval.images import normalize
-from copynce_fast.models.loading import LoadedModel
-from copynce_fast.utils.device import autocast
+from copynce_fast.eval.model_io import LoadedModel, autocast
 from copynce_fast.models import CopyDescriptor, CopyMatcher
-from copynce_fast.utils.device import default_font
-
-HEADER = 30  # pixels above the panels
-GAP = 16  # pixels between the panels
-# heat ramp for 1 - entropy: 0 -> dark blue, 0.5 -> red, 1 -> yellow
-_RAMP = np.array([[20, 30, 120], [200, 30, 40], [255, 230, 60]], dtype=np.float64)
 
 
 @dataclass
@@ -98,11 +88,6 @@ def mutual_nearest_neighbours(cosine: Tensor, top: int | None = None) -> list[tu
     return [(int(mutual[o]), int(best_j[mutual[o]]), float(values[o])) for o in order]
 
 
-def _grid(model) -> tuple[int, int]:
-    vit = model.backbone if isinstance(model, CopyDescriptor) else model.encoder
-    return vit.grid_size
-
-
 @torch.inference_mode()
 def compare(loaded: LoadedModel, query: Tensor, reference: Tensor, *, scale: float = 16.0, amp: str = "bf16",
             top: int | None = 16) -> Comparison:
@@ -139,56 +124,3 @@ def compare(loaded: LoadedModel, query: Tensor, reference: Tensor, *, scale: flo
         reference_entropy=affinity_entropy(cos.T, scale).view(h, w).cpu().numpy(),
         matches=mutual_nearest_neighbours(cos, top),
     )
-
-
-def canvas_size(panel: int) -> tuple[int, int]:
-    """(width, height) of the picture :func:`render_comparison` draws for a given panel side."""
-    return 2 * panel + GAP, panel + HEADER
-
-
-def _heat(entropy: np.ndarray, panel: int) -> np.ndarray:
-    """(panel, panel, 3) colours of ``1 - entropy``, bilinearly upsampled from the patch grid."""
-    v = 1.0 - np.asarray(entropy, dtype=np.float32)
-    up = np.asarray(Image.fromarray(v).resize((panel, panel), Image.BILINEAR), dtype=np.float64)
-    t = np.clip(up, 0.0, 1.0)[..., None] * (len(_RAMP) - 1)
-    lo = np.floor(t).astype(np.int64).clip(0, len(_RAMP) - 2)
-    frac = t - lo
-    return _RAMP[lo[..., 0]] * (1 - frac) + _RAMP[lo[..., 0] + 1] * frac
-
-
-def _overlay(img: Image.Image, entropy: np.ndarray, panel: int, alpha: float) -> Image.Image:
-    base = np.asarray(img.convert("RGB").resize((panel, panel), Image.BICUBIC), dtype=np.float64)
-    mixed = (1 - alpha) * base + alpha * _heat(entropy, panel)
-    return Image.fromarray(np.clip(np.rint(mixed), 0, 255).astype(np.uint8))
-
-
-
-
-def render_comparison(query: Image.Image, reference: Image.Image, cmp: Comparison, *, panel: int = 384,
-                      alpha: float = 0.45, lines: int = 16, title: str | None = None) -> Image.Image:
-    """Draw the comparison picture (module docstring); returns an RGB image of :func:`canvas_size` ``(panel)``."""
-    if panel < 32:
-        raise ValueError(f"--panel must be at least 32 pixels, got {panel}")
-    if not 0.0 <= alpha <= 1.0:
-        raise ValueError(f"alpha must be in [0, 1], got {alpha}")
-    width, height = canvas_size(panel)
-    canvas = Image.new("RGB", (width, height), "white")
-    canvas.paste(_overlay(query, cmp.query_entropy, panel, alpha), (0, HEADER))
-    canvas.paste(_overlay(reference, cmp.reference_entropy, panel, alpha), (panel + GAP, HEADER))
-    draw = ImageDraw.Draw(canvas)
-    label = "copy probability" if cmp.kind == "matcher" else "descriptor cosine"
-    text = title or f"{label} {cmp.score:.4f}   heat: 1 - affinity entropy   lines: mutual nearest patches"
-    draw.text((6, HEADER // 2), text, fill=(0, 0, 0), font=default_font(13), anchor="lm")
-
-    hq, wq = cmp.query_entropy.shape
-    hr, wr = cmp.reference_entropy.shape
-    for rank, (i, j, _) in enumerate(cmp.matches[:lines]):
-        x0 = (i % wq + 0.5) * panel / wq
-        y0 = HEADER + (i // wq + 0.5) * panel / hq
-        x1 = panel + GAP + (j % wr + 0.5) * panel / wr
-        y1 = HEADER + (j // wr + 0.5) * panel / hr
-        colour = (0, 200, 80) if rank < max(1, lines // 3) else (0, 160, 255)  # strongest third in green
-        draw.line([(x0, y0), (x1, y1)], fill=colour, width=2)
-        for x, y in ((x0, y0), (x1, y1)):
-            draw.ellipse([x - 3, y - 3, x + 3, y + 3], outline=colour, width=2)
-    return canvas

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from copynce_fast.eval.plots import plot_lines
+from copynce_fast.viz.curves import plot_lines
 
 __all__ = ["RunLogger"]
 
