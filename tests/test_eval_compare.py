@@ -9,7 +9,7 @@ from PIL import Image
 from copynce_fast.eval.compare import affinity_entropy, compare, mutual_nearest_neighbours, patch_cosine
 from copynce_fast.eval.images import preprocess
 from copynce_fast.viz.compare import HEADER, canvas_size, render_comparison
-from copynce_fast.eval.model_io import load_model
+from copynce_fast.models.loading import load_model
 
 S = 64  # 4x4 patches
 

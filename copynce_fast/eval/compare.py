@@ -27,7 +27,8 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from copynce_fast.eval.images import normalize
-from copynce_fast.eval.model_io import LoadedModel, autocast
+from copynce_fast.models.loading import LoadedModel
+from copynce_fast.utils.device import autocast
 from copynce_fast.models import CopyDescriptor, CopyMatcher
 
 

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from copynce_fast.config import Config, save_json, scaled_lr, to_dict
-from copynce_fast.models.build import build_model, load_pretrained
+from copynce_fast.models.loading import build_model, load_pretrained
 from copynce_fast.train.data import TrainData, build_train_data
 from copynce_fast.utils.jsonio import write_json_report
 from copynce_fast.train.heldout import heldout_eval
