@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 from PIL import Image
 
-from copynce_fast.data.loader import PairLoader
+from copynce_fast.data.torch_loader import PairLoader
 from copynce_fast.data.presets import descriptor_preset, matcher_preset
 from copynce_fast.data.sources import folder_source
 from copynce_fast.data.synthetic import synthetic_images
@@ -77,7 +77,7 @@ def run(cfg: BenchConfig, source, warmup: int, steps: int, workers: int, py_work
         loader = PairLoader(source, preset, cfg.batch, num_workers=n_workers, seed=0)
         cores = max(1, n_workers)
     else:
-        from copynce_fast.data.dali import DaliPairLoader
+        from copynce_fast.data.dali_loader import DaliPairLoader
         gpu = cfg.provider == "dali-gpu"
         loader = DaliPairLoader(source, preset, cfg.batch, device_id=0 if gpu else None, num_threads=cfg.threads,
                                 seed=0, py_workers=py_workers, normalize=gpu)

@@ -4,7 +4,7 @@ Two measurements per configuration:
 
 1. **step**: one optimiser step (forward, backward, AdamW) on a fixed batch already on the device — the model,
    the losses and the correspondence work, without the loader. The batch's geometry comes from the real
-   descriptor augmentation preset (``copynce_fast.data.sampler.sample_pair``).
+   descriptor augmentation preset (``copynce_fast.data.plan_sampler.sample_pair``).
 2. **end to end** (``--data DIR`` or generated 500x375 JPEGs): the real loader (torch CPU workers) feeding the
    same step; reports images/s and the share of wall time spent waiting for data.
 
@@ -32,9 +32,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _bench  # noqa: E402
 
 from copynce_fast.config import Config, DataConfig, LossConfig, ModelConfig, OptimConfig, RunConfig  # noqa: E402
-from copynce_fast.data.loader import normalise_images  # noqa: E402
+from copynce_fast.data.batch import normalise_images  # noqa: E402
 from copynce_fast.data.presets import descriptor_preset  # noqa: E402
-from copynce_fast.data.sampler import sample_pair  # noqa: E402
+from copynce_fast.data.plan_sampler import sample_pair  # noqa: E402
 from copynce_fast.losses import CopyNCELoss  # noqa: E402
 from copynce_fast.models.loading import build_model  # noqa: E402
 from copynce_fast.pixtrace import View, correspondence_map, pack_pairs, pack_paths  # noqa: E402
@@ -104,7 +104,8 @@ def step_fn(args, reference: bool, device, views, sizes):
 
 def end_to_end(args, device, data_dir: Path) -> dict:
     """Our configuration fed by the real loader: images/s and the share of wall time spent waiting for data."""
-    from copynce_fast.data.loader import PairLoader, to_device
+    from copynce_fast.data.batch import to_device
+    from copynce_fast.data.torch_loader import PairLoader
     from copynce_fast.data.sources import folder_source
 
     _, model, objective, opt, params = setup(args, False, device)

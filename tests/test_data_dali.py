@@ -16,13 +16,14 @@ import torch
 
 pytest.importorskip("nvidia.dali")
 
-from copynce_fast.data.dali import DaliPairLoader  # noqa: E402
+from copynce_fast.data.dali_loader import DaliPairLoader  # noqa: E402
 from copynce_fast.data.executor_torch import render_plan, to_tensor_image  # noqa: E402
-from copynce_fast.data.loader import EpochBatchSampler, plan_pair  # noqa: E402
+from copynce_fast.data.batch_samplers import EpochBatchSampler  # noqa: E402
 from copynce_fast.data.photometric import LINEAR_KINDS  # noqa: E402
 from copynce_fast.data.plan import AugmentPlan, Overlay, reference_plan  # noqa: E402
 from copynce_fast.data.presets import matcher_preset, plain_preset  # noqa: E402
-from copynce_fast.data.sampler import PairPlan, sample_query_plan  # noqa: E402
+from copynce_fast.data.occluders import traced_view  # noqa: E402
+from copynce_fast.data.plan_sampler import PairPlan, plan_pair, sample_query_plan  # noqa: E402
 from copynce_fast.data.sources import ArraySource, bundled_source, folder_source  # noqa: E402
 from copynce_fast.data.synthetic import check_geometry, coordinate_image  # noqa: E402
 from copynce_fast.pixtrace import View, pack_pairs  # noqa: E402
@@ -111,7 +112,7 @@ def test_random_chains_match_pixtrace_and_torch():
             if not pair.is_copy:
                 continue
             q = pair.query
-            _check(batch["query"][i], q.traced_view(), other_untagged=q.overlay is not None)
+            _check(batch["query"][i], traced_view(q), other_untagged=q.overlay is not None)
             other = src.decode(q.overlay.index) if q.overlay is not None else None
             ref = render_plan(q, to_tensor_image(src.decode(q.source_index)),
                               None if other is None else to_tensor_image(other), interp="nearest", photometric=False)

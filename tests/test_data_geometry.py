@@ -15,7 +15,8 @@ import torch
 from copynce_fast.data.executor_torch import render_geometry, render_plan, to_tensor_image
 from copynce_fast.data.plan import AugmentPlan, Occluder, Overlay
 from copynce_fast.data.presets import plain_preset
-from copynce_fast.data.sampler import sample_query_plan
+from copynce_fast.data.occluders import occluder_mask, traced_view
+from copynce_fast.data.plan_sampler import sample_query_plan
 from copynce_fast.data.synthetic import check_geometry, coordinate_image, decode_coordinates
 from copynce_fast.pixtrace import View, correspondence_map, pack_paths
 from copynce_fast.pixtrace import stages as st
@@ -133,7 +134,7 @@ def test_random_chains_match_pixtrace():
         plan = sample_query_plan(rng, cfg, 0, HW, lambda r: (1, (OH, OW)))
         seen.update(s.name for s in plan.view.stages)
         img = render_plan(plan, IMG, OTHER if plan.overlay is not None else None, interp="nearest")
-        _assert_geometry(img, plan.traced_view(), min_interior=20)
+        _assert_geometry(img, traced_view(plan), min_interior=20)
     assert {"resized_crop", "paste", "hflip", "vflip", "perspective", "affine", "pad", "resize"} <= seen
 
 
@@ -168,12 +169,12 @@ def test_occluder_masks_cover_changed_pixels(seed):
     assert kinds == {"text", "emoji", "smear", "erase"}
     clean = AugmentPlan(0, plan.view)
     changed = (render_plan(plan, photo) != render_plan(clean, photo)).any(0).numpy()
-    mask = plan.occluder_mask()
+    mask = occluder_mask(plan)
     assert changed.sum() > 20
     assert not (changed & ~mask).any(), f"{int((changed & ~mask).sum())} changed pixels outside the mask"
-    assert plan.traced_view().occluder is not None
+    assert traced_view(plan).occluder is not None
     untracked = AugmentPlan(0, plan.view, plan.ops, track_occluders=False)
-    assert untracked.traced_view().occluder is None  # the reference behaviour
+    assert traced_view(untracked).occluder is None  # the reference behaviour
 
 
 def test_occluder_threshold_and_opaque_overlay():
@@ -181,17 +182,17 @@ def test_occluder_threshold_and_opaque_overlay():
     strong = Occluder("emoji", 30, 30, opacity=0.9, colour=(255, 255, 0), size=20, seed=2)
     view = View(HW, (st.resize(HW, SQ),))
     plan = AugmentPlan(0, view, (faint, strong), occluder_opacity=0.5)
-    m = plan.occluder_mask()
+    m = occluder_mask(plan)
     assert m[30:50, 30:50].any() and not m[:25, :].any()  # only the opaque-enough glyph is an occluder
     box = (4, 6, 30, 40)
     ov = Overlay("above", 1, (OH, OW), 1, (st.paste((OH, OW), SQ, *box),), 0.8)
     above = AugmentPlan(0, view, (), ov, occluder_opacity=0.5)
     photo = torch.from_numpy(np.random.default_rng(1).integers(0, 256, (3, H, W), dtype=np.uint8))
     changed = (render_plan(above, photo, OTHER) != render_plan(AugmentPlan(0, view), photo)).any(0).numpy()
-    mask = above.occluder_mask()
+    mask = occluder_mask(above)
     assert mask.sum() == 30 * 40 and not (changed & ~mask).any()
     weak = AugmentPlan(0, view, (), Overlay("above", 1, (OH, OW), 1, ov.other_stages, 0.3), occluder_opacity=0.5)
-    assert weak.occluder_mask() is None
+    assert occluder_mask(weak) is None
 
 
 def test_shuffled_pixels_are_occluded():
@@ -199,7 +200,7 @@ def test_shuffled_pixels_are_occluded():
     plan = sample_query_plan(np.random.default_rng(3), cfg, 0, HW)
     photo = torch.from_numpy(np.random.default_rng(2).integers(0, 256, (3, H, W), dtype=np.uint8))
     changed = (render_plan(plan, photo) != render_plan(AugmentPlan(0, plan.view), photo)).any(0).numpy()
-    mask = plan.occluder_mask()
+    mask = occluder_mask(plan)
     assert math.isclose(mask.mean(), 0.1, abs_tol=0.01)
     assert changed.sum() > 0.08 * S * S and not (changed & ~mask).any()
 

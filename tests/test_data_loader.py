@@ -4,8 +4,10 @@ import pytest
 import torch
 
 from copynce_fast.data.executor_torch import render_plan, to_tensor_image
-from copynce_fast.data.loader import (CopyPairDataset, EpochBatchSampler, PairKey, PairLoader, collate_pairs,
-                                      plan_pair, to_device)
+from copynce_fast.data.batch import collate_pairs, to_device
+from copynce_fast.data.batch_samplers import EpochBatchSampler
+from copynce_fast.data.plan_sampler import PairKey, plan_pair
+from copynce_fast.data.torch_loader import CopyPairDataset, PairLoader
 from copynce_fast.data.presets import descriptor_preset, matcher_preset, plain_preset
 from copynce_fast.data.sources import ArraySource, bundled_source
 from copynce_fast.data.synthetic import synthetic_images
@@ -122,7 +124,7 @@ def test_copy_copy_mode_and_to_device():
 
 
 def test_neighbour_batch_sampler():
-    from copynce_fast.data.loader import NeighbourBatchSampler
+    from copynce_fast.data.batch_samplers import NeighbourBatchSampler
     n = 20
     knn = np.stack([(np.arange(n) + k) % n for k in (1, 2, 3)], axis=1)  # neighbours of i: i+1, i+2, i+3
     desc = NeighbourBatchSampler(knn, 4, seed=0)

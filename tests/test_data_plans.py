@@ -12,7 +12,7 @@ from copynce_fast.data.executor_torch import render_plan
 from copynce_fast.data.photometric import apply_photo_op, colour_matrix, compose_colour
 from copynce_fast.data.plan import AugmentPlan, PhotoOp
 from copynce_fast.data.presets import AugmentConfig, descriptor_preset, matcher_preset, plain_preset
-from copynce_fast.data.sampler import derive_seed, sample_pair, sample_query_plan
+from copynce_fast.data.plan_sampler import derive_seed, sample_pair, sample_query_plan
 from copynce_fast.pixtrace import map_pixels, pack_pairs
 
 HW = (300, 400)

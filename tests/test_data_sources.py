@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from copynce_fast.data.loader import PairLoader
+from copynce_fast.data.torch_loader import PairLoader
 from copynce_fast.data.presets import matcher_preset
 from copynce_fast.data.sources import (DecodeLimits, bundled_source, decode_bytes, disc21_source, file_list_source,
                                        folder_source, probe_bytes, synthetic_source)

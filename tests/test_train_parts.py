@@ -10,7 +10,7 @@ from copynce_fast.config import LossConfig
 from copynce_fast.ops import copynce_ref, infonce_ref, koleo_ref, patch_overlap_ref
 from copynce_fast.pixtrace import pack_pairs
 from copynce_fast.pixtrace.random_views import random_view
-from copynce_fast.data.loader import EpochBatchSampler, NeighbourBatchSampler
+from copynce_fast.data.batch_samplers import EpochBatchSampler, NeighbourBatchSampler
 from copynce_fast.train.hnm import build_knn_table, load_knn_table, save_knn_table
 from copynce_fast.train.objective import DescriptorObjective, MatcherObjective
 from copynce_fast.train.schedule import lr_at

@@ -130,7 +130,7 @@ def test_supervised_pairs_fine_tuning(tmp_path):
     import numpy as np
     from PIL import Image
 
-    from copynce_fast.data.loader import PairKey
+    from copynce_fast.data.plan_sampler import PairKey
     from copynce_fast.data.supervised import SupervisedPairDataset, read_pairs_csv
 
     rng = np.random.default_rng(0)

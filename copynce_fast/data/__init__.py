@@ -1,25 +1,31 @@
 """The augmentation zoo as plans, and the executors that render them.
 
 - ``presets``: AugmentConfig and the reference's descriptor / matcher presets.
-- ``plan`` / ``sampler``: AugmentPlans (geometry as pixtrace stages, photometric ops, overlays, occluders),
-  drawn from seeded generators.
-- ``geometry``: composed warps, canvas tests and layer weights an executor renders with.
-- ``executor_torch``: the CPU (torch) executor; ``dali`` (imported lazily): the DALI executor, CPU and GPU.
-- ``sources``: image sources with robust decoding; ``synthetic``: procedural and coordinate images.
-- ``loader``: PairKey, batch samplers, the torch pair dataset / loader and the batch dict.
+- ``plan``: AugmentPlans as data (geometry as pixtrace stages, photometric ops, overlays, occluders);
+  ``plan_sampler``: draws them from seeded generators (PairKey -> PairPlan).
+- ``geometry``, ``photometric``, ``occluders``: what an executor renders with (composed warps, canvas tests,
+  layer weights; colour ops; occluder layers and the occluder mask / traced view of a plan).
+- ``executor_torch``: the torch executor.
+- ``batch_samplers``: which PairKeys make each batch; ``batch``: the batch dict, collation, ImageNet normalisation.
+- ``torch_loader``: the torch pair dataset / loader; ``dali_loader`` (imported lazily, ``dali_feed`` its host
+  side): the DALI loader, CPU and GPU, yielding the same batches.
+- ``sources``: image sources with robust decoding and the one grammar for where images are (``open_source``);
+  ``synthetic``: procedural and coordinate images; ``supervised``: known copy pairs for fine-tuning.
 """
-from copynce_fast.data.loader import (CopyPairDataset, EpochBatchSampler, NeighbourBatchSampler, PairKey, PairLoader,
-                                      collate_pairs, to_device)
+from copynce_fast.data.batch import IMAGENET_MEAN, IMAGENET_STD, collate_pairs, normalise_images, to_device
+from copynce_fast.data.batch_samplers import EpochBatchSampler, NeighbourBatchSampler
 from copynce_fast.data.plan import AugmentPlan, Occluder, Overlay, PhotoOp, reference_plan
+from copynce_fast.data.plan_sampler import PairKey, PairPlan, plan_pair, sample_pair, sample_query_plan
 from copynce_fast.data.presets import AugmentConfig, descriptor_preset, matcher_preset, plain_preset
-from copynce_fast.data.sampler import PairPlan, sample_pair, sample_query_plan
 from copynce_fast.data.sources import (DecodeLimits, ImageSource, SkipCounter, bundled_source, disc21_source,
                                        file_list_source, folder_source, synthetic_source)
 from copynce_fast.data.synthetic import synthetic_images
+from copynce_fast.data.torch_loader import CopyPairDataset, PairLoader
 
 __all__ = ["AugmentConfig", "descriptor_preset", "matcher_preset", "plain_preset", "AugmentPlan", "PhotoOp",
            "Occluder", "Overlay", "reference_plan", "PairPlan", "sample_pair", "sample_query_plan", "PairKey",
-           "EpochBatchSampler", "NeighbourBatchSampler", "CopyPairDataset", "PairLoader", "collate_pairs", "to_device",
+           "plan_pair", "EpochBatchSampler", "NeighbourBatchSampler", "CopyPairDataset", "PairLoader",
+           "collate_pairs", "to_device", "normalise_images", "IMAGENET_MEAN", "IMAGENET_STD",
            "DecodeLimits",
            "ImageSource", "SkipCounter", "folder_source", "file_list_source", "disc21_source", "bundled_source",
            "synthetic_source", "synthetic_images"]

@@ -1,7 +1,7 @@
 """Host side of the DALI executor: PairKeys -> per-sample arrays for ``external_source`` (no DALI import here).
 
 For every pair the feeder samples the PairPlan (the same ``plan_pair`` as the torch loader), then flattens
-each view into fixed-shape arrays the DALI graph (dali.py) consumes:
+each view into fixed-shape arrays the DALI graph (dali_loader.py) consumes:
 
 - ``mats`` [2 + SLOTS, 3, 3] float32: copy warp, other warp (view -> original pixels, pre-multiplied by the
   antialias pre-shrink), then KP copy-only canvas tests, KQ shared tests, 1 cover test, each as view ->
@@ -26,10 +26,10 @@ import numpy as np
 from PIL import Image
 
 from copynce_fast.data.geometry import CanvasTest, layer_geometry, prefilter_scale
-from copynce_fast.data.loader import PairKey, plan_pair
 from copynce_fast.data.occluders import merge_layers
 from copynce_fast.data.photometric import compose_colour, edge_kernel
 from copynce_fast.data.plan import AugmentPlan, Occluder, PhotoOp
+from copynce_fast.data.plan_sampler import PairKey, plan_pair
 from copynce_fast.data.presets import AugmentConfig
 from copynce_fast.data.sources import ImageSource, decode_bytes
 

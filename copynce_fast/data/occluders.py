@@ -3,7 +3,8 @@
 Each occluder renders to an RGBA layer [H, W, 4] uint8 (straight alpha) with PIL -- no network, no font files
 beyond PIL's bundled default font, glyphs drawn procedurally. The same layer is composited by every
 executor, and its alpha gives the occluder's mask: every pixel it touches (alpha > 0), so a pixel the occluder
-changed is always in the mask. ``plan_occluder_mask`` unions the masks PixTrace should know about.
+changed is always in the mask. ``occluder_mask`` unions the masks PixTrace should know about, and
+``traced_view`` is the view PixTrace traces a plan with (its geometry plus that mask).
 """
 from __future__ import annotations
 
@@ -15,13 +16,17 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
+from copynce_fast.data.batch import IMAGENET_MEAN, IMAGENET_STD
+from copynce_fast.data.geometry import canvas_mask, layer_geometry
+from copynce_fast.data.photometric import shuffle_indices
 from copynce_fast.data.plan import AugmentPlan, Occluder, PhotoOp
+from copynce_fast.pixtrace.view import View
 from copynce_fast.utils.device import default_font
 
-__all__ = ["Layer", "render_occluder", "merge_layers", "composite", "plan_occluder_mask", "bezier"]
+__all__ = ["Layer", "render_occluder", "merge_layers", "composite", "occluder_mask", "traced_view", "bezier"]
 
-_MEAN = np.array([0.485, 0.456, 0.406])
-_STD = np.array([0.229, 0.224, 0.225])
+_MEAN = np.array(IMAGENET_MEAN)
+_STD = np.array(IMAGENET_STD)
 # Erasing fills with Gaussian noise (torchvision's value='random' in normalised space); a fixed noise tile read at
 # a seeded offset costs a copy instead of drawing fresh normals for every box.
 _NOISE = np.clip(np.rint((np.random.default_rng(12345).standard_normal((512, 512, 3)) * _STD + _MEAN) * 255),
@@ -174,8 +179,12 @@ def composite(img: torch.Tensor, layer: Layer) -> torch.Tensor:
     return out
 
 
-def plan_occluder_mask(plan: AugmentPlan) -> np.ndarray | None:
-    """Bool [H, W] union of the plan's occluding pixels (see AugmentPlan.occluder_mask), or None if none."""
+def occluder_mask(plan: AugmentPlan) -> np.ndarray | None:
+    """Bool [H, W] in the plan's final frame: pixels that show no content of the original, or None if none.
+
+    Union of: occluders with opacity >= ``plan.occluder_opacity`` (every pixel they touch), shuffled pixels
+    (if ``plan.shuffle_is_occluder``), and the region of an "above" overlay with opacity >= the threshold.
+    """
     hw = plan.out_hw
     mask = np.zeros(hw, dtype=bool)
     found = False
@@ -186,13 +195,11 @@ def plan_occluder_mask(plan: AugmentPlan) -> np.ndarray | None:
             mask[lay.top:lay.top + ph, lay.left:lay.left + pw] |= lay.rgba[..., 3] > 0
             found = True
         elif isinstance(op, PhotoOp) and op.kind == "shuffle" and plan.shuffle_is_occluder:
-            from copynce_fast.data.photometric import shuffle_indices
             idx, _ = shuffle_indices(op.seed, hw[0] * hw[1], float(op.params[0]))
             mask.reshape(-1)[idx] = True
             found = True
     ov = plan.overlay
     if ov is not None and ov.mode == "above" and ov.alpha >= plan.occluder_opacity:
-        from copynce_fast.data.geometry import canvas_mask, layer_geometry
         geo = layer_geometry(plan)
         cover = canvas_mask(geo.cover_test, hw)
         for t in geo.shared_tests:
@@ -200,3 +207,11 @@ def plan_occluder_mask(plan: AugmentPlan) -> np.ndarray | None:
         mask |= cover.numpy()
         found = True
     return mask if found else None
+
+
+def traced_view(plan: AugmentPlan) -> View:
+    """The view PixTrace should trace ``plan`` with: its geometry, plus the occluder mask when
+    ``plan.track_occluders``."""
+    if not plan.track_occluders:
+        return plan.view
+    return plan.view.with_occluder(occluder_mask(plan))

@@ -10,7 +10,7 @@ can apply one op (torch, clamping after each like torchvision) or the product of
 The reference's "additional" group is albumentations' OneOf of 25 ops; we implement five cheap,
 executor-portable ones (invert, sepia, channel shuffle, RGB shift, Gaussian noise).
 
-Non-linear ops (torch here; DALI in dali.py): pixelize (down-scale by ``ratio``, antialiased, then nearest
+Non-linear ops (torch here; DALI in dali_loader.py): pixelize (down-scale by ``ratio``, antialiased, then nearest
 up-scale), shuffle (a seeded ``factor`` fraction of the pixels permuted among themselves), jpeg (PIL encode /
 decode), blur (Gaussian, reflect border), edge (PIL's EDGE_ENHANCE / EDGE_ENHANCE_MORE kernels, clamped
 border), noise (seeded Gaussian).

@@ -14,10 +14,8 @@ rotated there and is upright here.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Literal, Union
-
-import numpy as np
 
 from copynce_fast.pixtrace import stages as st
 from copynce_fast.pixtrace.view import View
@@ -129,7 +127,8 @@ class AugmentPlan:
         ops: photometric ops and occluders in the order they are applied on the warped image.
         overlay: optional other image composited into the chain.
         group_order: the order the reference groups were drawn in (crop / geo / aug / additional; for logs).
-        track_occluders: mark occluders in ``traced_view`` (False = the reference behaviour).
+        track_occluders: mark occluders in the traced view (``occluders.traced_view``; False = the reference
+            behaviour).
         occluder_opacity: an occluder or laid-over image with opacity >= this counts as occluding.
         shuffle_is_occluder: shuffled pixels count as occluded.
     """
@@ -142,7 +141,6 @@ class AugmentPlan:
     track_occluders: bool = True
     occluder_opacity: float = 0.5
     shuffle_is_occluder: bool = True
-    _mask_cache: dict = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def __post_init__(self):
         if self.view.occluder is not None:
@@ -160,23 +158,6 @@ class AugmentPlan:
     @property
     def occluders(self) -> tuple[Occluder, ...]:
         return tuple(op for op in self.ops if isinstance(op, Occluder))
-
-    def occluder_mask(self) -> np.ndarray | None:
-        """Bool [H, W] in the final frame: pixels that show no content of the original, or None.
-
-        Union of: occluders with opacity >= ``occluder_opacity`` (every pixel they touch), shuffled pixels
-        (if ``shuffle_is_occluder``), and the region of an "above" overlay with opacity >= the threshold.
-        """
-        if "mask" not in self._mask_cache:
-            from copynce_fast.data.occluders import plan_occluder_mask  # occluders imports this module
-            self._mask_cache["mask"] = plan_occluder_mask(self)
-        return self._mask_cache["mask"]
-
-    def traced_view(self) -> View:
-        """The view PixTrace should use: geometry plus the occluder mask when ``track_occluders``."""
-        if not self.track_occluders:
-            return self.view
-        return self.view.with_occluder(self.occluder_mask())
 
 
 def reference_plan(source_index: int, source_hw, size: int) -> AugmentPlan:

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from copynce_fast.data.loader import PairKey
+from copynce_fast.data.plan_sampler import PairKey
 from copynce_fast.data.sources import FileSource
 from copynce_fast.pixtrace.view import View
 

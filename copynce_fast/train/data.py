@@ -1,6 +1,6 @@
 """The trainer's view of the data: an image source, the augmentation preset, the pair sampler and the loader.
 
-The index order comes from ``copynce_fast.data``'s batch samplers (seeded per epoch, sharded by rank, resumable
+The index order comes from ``copynce_fast.data.batch_samplers`` (seeded per epoch, sharded by rank, resumable
 mid-epoch; ``NeighbourBatchSampler`` for hard negatives from a k-NN table), which also render the pairs.
 """
 from __future__ import annotations
@@ -12,7 +12,9 @@ from typing import Iterator
 import torch
 
 from copynce_fast.config import Config
-from copynce_fast.data.loader import EpochBatchSampler, NeighbourBatchSampler, PairLoader, to_device
+from copynce_fast.data.batch import to_device
+from copynce_fast.data.batch_samplers import EpochBatchSampler, NeighbourBatchSampler
+from copynce_fast.data.torch_loader import PairLoader
 from copynce_fast.data.presets import AugmentConfig, descriptor_preset, matcher_preset
 from copynce_fast.data.sources import (ArraySource, ImageSource, bundled_source, disc21_source, file_list_source,
                                        folder_source, synthetic_source)
@@ -80,7 +82,7 @@ class TrainData:
                 yield to_device(batch, self.device, dtype=dtype)
             return
         if self._dali is None:
-            from copynce_fast.data.dali import DaliPairLoader  # lazy: DALI is an optional extra
+            from copynce_fast.data.dali_loader import DaliPairLoader  # lazy: DALI is an optional extra
             # DALI numbers its epochs itself from start_epoch on, one per full pass, in the sampler's order
             self._dali = DaliPairLoader(**self.dali_args, batch_sampler=self.sampler, start_epoch=self.sampler.epoch)
         skip = self.sampler.start_batch  # a resumed run re-renders and drops the batches it already trained on

@@ -10,7 +10,9 @@ import numpy as np
 import torch
 
 from copynce_fast.config import Config
-from copynce_fast.data.loader import CopyPairDataset, PairKey, normalise_images
+from copynce_fast.data.batch import normalise_images
+from copynce_fast.data.plan_sampler import PairKey
+from copynce_fast.data.torch_loader import CopyPairDataset
 from copynce_fast.data.sources import ImageSource, synthetic_source
 from copynce_fast.eval.metrics import Metrics, evaluate
 from copynce_fast.eval.search import knn, knn_to_predictions

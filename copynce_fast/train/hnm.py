@@ -1,6 +1,6 @@
 """Global hard-negative mining (REFERENCE.md §4.6): the k-NN table of the training set.
 
-The batches built from it are ``copynce_fast.data.loader.NeighbourBatchSampler``'s.
+The batches built from it are ``copynce_fast.data.batch_samplers.NeighbourBatchSampler``'s.
 """
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Sampling plans: the reference's lyakaap pipeline (REFERENCE.md §2) drawn as AugmentPlans.
+"""Drawing plans: the reference's lyakaap pipeline (REFERENCE.md §2) drawn as AugmentPlans, pair by pair.
 
 Everything is drawn from one numpy Generator per pair, seeded from (seed, epoch, index, query index), so the
 same key gives the same plans in any process and with any executor. Drawing a plan costs tens of
@@ -22,15 +22,19 @@ from typing import Callable
 
 import numpy as np
 
+from copynce_fast.data.occluders import traced_view
 from copynce_fast.data.plan import AugmentPlan, Occluder, Overlay, PhotoOp, null_view, reference_plan
 from copynce_fast.data.presets import AugmentConfig
+from copynce_fast.data.sources import ImageSource
 from copynce_fast.pixtrace import stages as st
 from copynce_fast.pixtrace.view import View
 
-__all__ = ["derive_seed", "random_box", "sample_query_plan", "PairPlan", "sample_pair"]
+__all__ = ["derive_seed", "random_box", "sample_query_plan", "PairPlan", "sample_pair", "PairKey", "plan_pair",
+           "MAX_TRIES"]
 
 _TEXT_CHARS = string.ascii_letters + string.digits + "      !?.,:-#@&"
 OtherPicker = Callable[[np.random.Generator], "tuple[int, tuple[int, int]] | None"]
+MAX_TRIES = 8  # unusable images replaced before a pair is given up
 
 
 def derive_seed(*keys: int) -> int:
@@ -240,10 +244,10 @@ class PairPlan:
         For a negative pair the query view is a view of the reference's original that shows none of it, so
         every correspondence is invalid.
         """
-        ref = self.reference.traced_view()
+        ref = traced_view(self.reference)
         if not self.is_copy:
             return null_view(ref.source_hw, self.query.out_hw[0]), ref
-        return self.query.traced_view(), ref
+        return traced_view(self.query), ref
 
 
 def sample_pair(cfg: AugmentConfig, seed: int, epoch: int, index: int, hw_of: Callable[[int], tuple],
@@ -282,3 +286,27 @@ def sample_pair(cfg: AugmentConfig, seed: int, epoch: int, index: int, hw_of: Ca
     else:
         reference = reference_plan(index, ref_hw, cfg.size)
     return PairPlan(query, reference, is_copy, is_copy or cfg.copynce_on_negatives)
+
+
+@dataclass(frozen=True)
+class PairKey:
+    """Names one pair: what a batch sampler yields, what :func:`plan_pair` draws the plans of."""
+
+    index: int  # source index of the reference (and of the query for a copy)
+    epoch: int = 0
+    query_index: int | None = None  # None: copy with probability positive_rate; else the query's source
+
+
+def plan_pair(source: ImageSource, cfg: AugmentConfig, seed: int, key: PairKey) -> tuple[PairPlan, int]:
+    """The pair for ``key``, skipping unusable images: (plan, substitutions made). Decodes nothing."""
+    n = len(source)
+    for attempt in range(MAX_TRIES):
+        idx = (key.index + attempt * 7919) % n  # a deterministic substitute for an unusable reference
+        if source.hw(idx) is None:
+            continue
+        qi = key.query_index
+        if qi is not None and (qi == key.index or source.hw(qi) is None):
+            qi = idx if qi == key.index else None
+        return sample_pair(cfg, seed, key.epoch, idx, source.hw, n, qi), attempt
+    raise RuntimeError(f"no usable image found after {MAX_TRIES} tries from index {key.index}; "
+                       f"skipped so far: {source.skips.skipped}")

@@ -1,5 +1,6 @@
-"""The DALI executor: the same plans, decoded and rendered by DALI on the GPU (``device_id=int``) or the CPU
-(``device_id=None``). Import this module only when DALI is installed (``nvidia-dali-cuda120``).
+"""The DALI pair loader: the same plans as the torch loader, decoded and rendered by DALI on the GPU
+(``device_id=int``) or the CPU (``device_id=None``). Import this module only when DALI is installed
+(``nvidia-dali-cuda120``).
 
 ``render_view`` is the augmentation graph, a plain function over data nodes: decode -> (antialias pre-shrink)
 -> one perspective warp per layer with the plan's composed matrices -> canvas tests (nearest warps of a 1x1
@@ -18,8 +19,9 @@ from __future__ import annotations
 
 import torch
 
+from copynce_fast.data.batch import IMAGENET_MEAN, IMAGENET_STD
+from copynce_fast.data.batch_samplers import EpochBatchSampler
 from copynce_fast.data.dali_feed import KP, KQ, PairFeeder
-from copynce_fast.data.loader import EpochBatchSampler, IMAGENET_MEAN, IMAGENET_STD
 from copynce_fast.data.photometric import shuffle_indices
 from copynce_fast.data.presets import AugmentConfig
 from copynce_fast.data.sources import ImageSource, SkipCounter
@@ -30,7 +32,7 @@ try:
     from nvidia.dali.plugin.base_iterator import LastBatchPolicy
     from nvidia.dali.plugin.pytorch import DALIGenericIterator
 except ImportError as e:  # pragma: no cover - exercised only without DALI
-    raise ImportError("copynce_fast.data.dali needs NVIDIA DALI: pip install nvidia-dali-cuda120 "
+    raise ImportError("copynce_fast.data.dali_loader needs NVIDIA DALI: pip install nvidia-dali-cuda120 "
                       "(or nvidia-dali-cuda130)") from e
 
 __all__ = ["render_view", "pair_pipeline", "DaliPairLoader", "feed_names"]
