@@ -16,6 +16,8 @@ import typing
 from dataclasses import dataclass, field, replace
 from typing import Literal
 
+from copynce_fast.utils.jsonio import write_json
+
 __all__ = ["ModelConfig", "DataConfig", "LossConfig", "OptimConfig", "RunConfig", "Config", "PRESETS",
            "get_preset", "apply_overrides", "to_dict", "from_dict", "save_json", "load_json", "scaled_lr"]
 
@@ -236,8 +238,8 @@ def from_dict(d: dict) -> Config:
 
 
 def save_json(cfg: Config, path) -> None:
-    with open(path, "w") as f:
-        json.dump(to_dict(cfg), f, indent=2)
+    """Write ``cfg`` as JSON, sections in declaration order (the package's one JSON writer, utils/jsonio)."""
+    write_json(path, to_dict(cfg), sort_keys=False)
 
 
 def load_json(path) -> Config:

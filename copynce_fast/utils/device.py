@@ -1,12 +1,13 @@
-"""Device selection (one rule for the trainer and the CLI), inference autocast, and the one PIL font helper."""
+"""Device selection (one rule for the trainer and the CLI) and inference autocast."""
 from __future__ import annotations
 
 import contextlib
 
 import torch
-from PIL import ImageFont
 
-__all__ = ["resolve_device", "autocast", "default_font"]
+from copynce_fast.utils.fonts import default_font  # noqa: F401  moved to utils/fonts.py; kept until importers move
+
+__all__ = ["resolve_device", "autocast"]
 
 
 def resolve_device(device: str | torch.device = "auto", arg: str = "device") -> torch.device:
@@ -29,11 +30,3 @@ def autocast(device: torch.device, amp: str = "bf16"):
     if device.type == "cuda" and amp == "bf16":
         return torch.autocast("cuda", dtype=torch.bfloat16)
     return contextlib.nullcontext()
-
-
-def default_font(px: int):
-    """PIL's bundled scalable font at ``px`` pixels (offline; Pillow >= 10.1), else its fixed bitmap font."""
-    try:
-        return ImageFont.load_default(size=max(4, int(px)))
-    except TypeError:  # Pillow < 10.1
-        return ImageFont.load_default()

@@ -102,5 +102,6 @@ def save_png(fig: Figure, path: str | Path) -> Path:
     """Write ``fig`` as a PNG of its exact pixel size (parents created); returns the path."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    render(fig).save(path, format="PNG")
+    with styled():
+        fig.savefig(path, format="png", dpi=DPI)
     return path
