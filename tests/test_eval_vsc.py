@@ -9,6 +9,8 @@ from copynce_fast.video.candidates import aggregate_max, global_topk_frame_pairs
 from copynce_fast.video.features import VideoFeatures
 from copynce_fast.video.segments import (
     CandidatePair as C,
+)
+from copynce_fast.video.segments import (
     Match,
     read_candidates_csv,
     read_matches_csv,
