@@ -21,7 +21,7 @@ from copynce_fast.data.geometry import canvas_mask, layer_geometry
 from copynce_fast.data.photometric import shuffle_indices
 from copynce_fast.data.plan import AugmentPlan, Occluder, PhotoOp
 from copynce_fast.pixtrace.view import View
-from copynce_fast.utils.device import default_font
+from copynce_fast.utils.fonts import default_font
 
 __all__ = ["Layer", "render_occluder", "merge_layers", "composite", "occluder_mask", "traced_view", "bezier"]
 

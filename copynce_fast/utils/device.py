@@ -5,8 +5,6 @@ import contextlib
 
 import torch
 
-from copynce_fast.utils.fonts import default_font  # noqa: F401  moved to utils/fonts.py; kept until importers move
-
 __all__ = ["resolve_device", "autocast"]
 
 
