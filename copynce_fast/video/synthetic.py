@@ -8,7 +8,8 @@
 * :func:`compose_query`: unrelated footage with clips of reference videos inserted at given offsets, at a
   given speed and edit strength; returns the frames and the exact ground-truth segments;
 * :func:`write_video`: encode frames with PyAV (H.264 by default, MJPEG for DALI's CPU decoder);
-* :func:`make_dataset`: reference and query folders plus ``ground_truth.csv`` in one call.
+* :func:`make_references`, :func:`make_queries`, :func:`make_dataset`: reference and query folders (plus
+  ``ground_truth.csv``).
 
 Timing: a video has ``fps`` frames per second and frame ``i`` is shown during ``[i / fps, (i + 1) / fps)``. A
 clip of reference frames ``[a, b)`` inserted at query frame ``c`` at speed ``v`` shows reference frame
@@ -24,6 +25,7 @@ from pathlib import Path
 from typing import Sequence
 
 import numpy as np
+import torch
 from PIL import Image
 
 from copynce_fast.data.executor_torch import render_plan, to_tensor_image
@@ -33,7 +35,7 @@ from copynce_fast.pixtrace.view import View
 from copynce_fast.video.segments import Match, write_matches_csv
 
 __all__ = ["camera_clip", "edit_plan", "apply_edit", "write_video", "Insert", "compose_query", "bundled_images",
-           "SyntheticDataset", "make_dataset"]
+           "SyntheticDataset", "make_references", "make_queries", "make_dataset"]
 
 
 def camera_clip(image: np.ndarray, n_frames: int, size: tuple[int, int] = (72, 96), seed: int = 0) -> np.ndarray:
@@ -110,10 +112,18 @@ def edit_plan(hw: tuple[int, int], strength: float, seed: int = 0) -> AugmentPla
 
 
 def apply_edit(frames: np.ndarray, plan: AugmentPlan) -> np.ndarray:
-    """The plan rendered on every frame [n, h, w, 3] uint8 (bilinear warp, then its ops); same shape."""
+    """The plan rendered on every frame [n, h, w, 3] uint8 (bilinear warp, then its ops); same shape.
+
+    Runs torch single-threaded: on frames this small, intra-op threads cost more than they save (20x slower
+    on a busy 2-core machine)."""
     out = np.empty((len(frames),) + tuple(plan.out_hw) + (3,), np.uint8)
-    for i, f in enumerate(frames):
-        out[i] = render_plan(plan, to_tensor_image(f)).permute(1, 2, 0).numpy()
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        for i, f in enumerate(frames):
+            out[i] = render_plan(plan, to_tensor_image(f)).permute(1, 2, 0).numpy()
+    finally:
+        torch.set_num_threads(threads)
     return out
 
 
@@ -239,30 +249,48 @@ class SyntheticDataset:
     ground_truth_csv: Path | None = None
 
 
-def make_dataset(root: str | Path, queries: dict[str, tuple[float, list[Insert]]], *, n_refs: int = 4,
-                 ref_duration: float = 8.0, fps: int = 8, size: tuple[int, int] = (72, 96),
-                 codec: str = "libx264", ext: str = ".mp4") -> SyntheticDataset:
-    """Reference videos ``R000..`` (one bundled photo each, a moving camera) and the given query videos.
+def make_references(folder: str | Path, n_refs: int = 4, *, duration: float = 8.0, fps: int = 8,
+                    size: tuple[int, int] = (72, 96), codec: str = "libx264", ext: str = ".mp4") -> dict[str, np.ndarray]:
+    """Reference videos ``R000..`` in ``folder``: one bundled photo each under a moving camera.
 
-    Args:
-        root: output folder (``refs/``, ``queries/``, ``ground_truth.csv``).
-        queries: ``{query_id: (duration seconds, [Insert, ...])}``; no inserts = a query with no copy.
-        n_refs: number of references (at most the 13 bundled photos).
-        ref_duration, fps, size: of every video.
-        codec, ext: :func:`write_video` codec and the file extension.
+    Returns:
+        their frames by id ([n, h, w, 3] uint8 at ``fps``), for :func:`make_queries`.
     """
     photos = bundled_images()
     if not 1 <= n_refs <= len(photos):
         raise ValueError(f"n_refs must be in [1, {len(photos)}], got {n_refs}")
-    root = Path(root)
-    ds = SyntheticDataset(root, root / "queries", root / "refs")
-    n = _frame(ref_duration, fps, "ref_duration")
+    n = _frame(duration, fps, "duration")
     refs = {f"R{i:03d}": camera_clip(photos[i], n, size, seed=i) for i in range(n_refs)}
     for rid, frames in refs.items():
-        write_video(ds.refs / f"{rid}{ext}", frames, fps, codec)
+        write_video(Path(folder) / f"{rid}{ext}", frames, fps, codec)
+    return refs
+
+
+def make_queries(folder: str | Path, queries: dict[str, tuple[float, list[Insert]]], refs: dict[str, np.ndarray], *,
+                 fps: int = 8, size: tuple[int, int] = (72, 96), codec: str = "libx264",
+                 ext: str = ".mp4") -> list[Match]:
+    """Query videos in ``folder`` (:func:`compose_query` each); returns the ground truth of all of them.
+
+    Args:
+        queries: ``{query_id: (duration seconds, [Insert, ...])}``; no inserts = a query with no copy.
+        refs: reference frames by id (:func:`make_references`).
+    """
+    truth: list[Match] = []
     for k, (qid, (duration, inserts)) in enumerate(queries.items()):
-        frames, truth = compose_query(qid, duration, refs, inserts, fps=fps, size=size, seed=k)
-        write_video(ds.queries / f"{qid}{ext}", frames, fps, codec)
-        ds.ground_truth.extend(truth)
+        frames, gt = compose_query(qid, duration, refs, inserts, fps=fps, size=size, seed=k)
+        write_video(Path(folder) / f"{qid}{ext}", frames, fps, codec)
+        truth.extend(gt)
+    return truth
+
+
+def make_dataset(root: str | Path, queries: dict[str, tuple[float, list[Insert]]], *, n_refs: int = 4,
+                 ref_duration: float = 8.0, fps: int = 8, size: tuple[int, int] = (72, 96),
+                 codec: str = "libx264", ext: str = ".mp4") -> SyntheticDataset:
+    """``refs/`` (:func:`make_references`), ``queries/`` (:func:`make_queries`) and ``ground_truth.csv``
+    under ``root``."""
+    root = Path(root)
+    ds = SyntheticDataset(root, root / "queries", root / "refs")
+    refs = make_references(ds.refs, n_refs, duration=ref_duration, fps=fps, size=size, codec=codec, ext=ext)
+    ds.ground_truth = make_queries(ds.queries, queries, refs, fps=fps, size=size, codec=codec, ext=ext)
     ds.ground_truth_csv = write_matches_csv(root / "ground_truth.csv", ds.ground_truth)
     return ds
