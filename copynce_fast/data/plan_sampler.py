@@ -295,6 +295,7 @@ class PairKey:
     index: int  # source index of the reference (and of the query for a copy)
     epoch: int = 0
     query_index: int | None = None  # None: copy with probability positive_rate; else the query's source
+    part: int = 0  # 0: an ordinary pair; 1 / 2: a part of a sibling split of ``index`` (data/siblings.py)
 
 
 def plan_pair(source: ImageSource, cfg: AugmentConfig, seed: int, key: PairKey) -> tuple[PairPlan, int]:
@@ -304,6 +305,9 @@ def plan_pair(source: ImageSource, cfg: AugmentConfig, seed: int, key: PairKey) 
         idx = (key.index + attempt * 7919) % n  # a deterministic substitute for an unusable reference
         if source.hw(idx) is None:
             continue
+        if key.part:
+            from copynce_fast.data.siblings import sample_sibling_pair  # siblings builds on this module
+            return sample_sibling_pair(cfg, seed, key.epoch, idx, source.hw, n, key.part), attempt
         qi = key.query_index
         if qi is not None and (qi == key.index or source.hw(qi) is None):
             qi = idx if qi == key.index else None
