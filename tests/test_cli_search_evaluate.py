@@ -205,3 +205,17 @@ def test_torch_backend_index_equals_exact_search(tmp_path):
     assert ri.tolist() == [f"r{j}" for row in order for j in row]
     np.testing.assert_allclose(s, np.take_along_axis(sims, order, 1).reshape(-1), atol=1e-5)
     assert main(["index", str(r), "--out", str(tmp_path / "bad"), "--backend", "torch", "--type", "ivf"]) == 1
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--type", "ivf", "--nlist", "4", "--nprobe", "9"], "--nprobe must be in [1, nlist=4], got 9"),
+    (["--type", "ivf", "--nlist", "999"], "--nlist must be in [1, 280]"),
+    (["--backend", "torch", "--type", "ivfpq"], "--type 'ivfpq' needs faiss"),
+])
+def test_library_errors_name_the_flag_not_the_parameter(tmp_path, capsys, argv, message):
+    """The library names its parameter (``nprobe must ...``); the CLI reports the flag the user typed."""
+    pytest.importorskip("faiss")
+    x = np.random.default_rng(3).normal(size=(280, 16)).astype(np.float32)
+    r = save_features(tmp_path / "r.npz", [f"r{i}" for i in range(280)], x, model="m", img_size=32)
+    assert main(["index", str(r), "--out", str(tmp_path / "i"), *argv]) == 1
+    assert f"copynce-fast index: error: {message}" in capsys.readouterr().err

@@ -10,8 +10,8 @@ from PIL import Image
 
 from copynce_fast.data.torch_loader import PairLoader
 from copynce_fast.data.presets import matcher_preset
-from copynce_fast.data.sources import (DecodeLimits, bundled_source, decode_bytes, disc21_source, file_list_source,
-                                       folder_source, probe_bytes, synthetic_source)
+from copynce_fast.data.decode import DecodeLimits, decode_bytes, probe_bytes
+from copynce_fast.data.sources import bundled_source, disc21_source, file_list_source, folder_source, synthetic_source
 from copynce_fast.data.synthetic import synthetic_images
 
 RNG = np.random.default_rng(0)
@@ -95,7 +95,7 @@ def test_folder_source_decodes_or_skips_everything(zoo, caplog):
 def test_limits_are_configurable():
     data = _jpeg(GOOD)
     assert probe_bytes(data) == (48, 64)
-    from copynce_fast.data.sources import BadImage
+    from copynce_fast.data.decode import BadImage
     with pytest.raises(BadImage, match="too large"):
         decode_bytes(data, DecodeLimits(max_pixels=1000))
     with pytest.raises(BadImage, match="too small"):

@@ -76,7 +76,7 @@ def test_list_images_sources(tmp_path):
         list_images(tmp_path / "missing")
     with pytest.raises(ValueError, match="not a DISC21 root"):
         list_images(tmp_path / "a", split="dev")
-    with pytest.raises(ValueError, match="--split"):
+    with pytest.raises(ValueError, match="split"):
         list_images(tmp_path / "a", split="nope")
 
 

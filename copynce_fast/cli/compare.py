@@ -49,7 +49,7 @@ def add_parser(subparsers) -> None:
 def run(args) -> int:
     from copynce_fast.eval.compare import compare
     from copynce_fast.viz.compare import render_comparison
-    from copynce_fast.data.sources import BadImage
+    from copynce_fast.data.decode import BadImage
     from copynce_fast.eval.images import decode_image, preprocess
 
     images = []

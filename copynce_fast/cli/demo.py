@@ -35,10 +35,11 @@ def _trace_pairs(cfg, out_dir, n: int) -> str:
     from copynce_fast.data.plan_sampler import PairKey
     from copynce_fast.data.torch_loader import CopyPairDataset
     from copynce_fast.ops import patch_overlap
-    from copynce_fast.train.data import augment_config, open_source
+    from copynce_fast.data.sources import open_source
+    from copynce_fast.train.data import augment_config
     from copynce_fast.viz.pairs import TracedPair, save_pairs
 
-    source = open_source(cfg.data.source, 0, cfg.run.seed)  # the bundled photos only
+    source = open_source(cfg.data.source, seed=cfg.run.seed)  # the bundled photos only
     ds = CopyPairDataset(source, replace(augment_config(cfg), size=128), seed=cfg.run.seed + 1)  # big enough to see
     batch = collate_pairs([ds[PairKey(i, 0)] for i in range(min(n, len(source)))])
     counts_qr = patch_overlap(batch["paths_qr"], 16)

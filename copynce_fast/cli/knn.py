@@ -19,7 +19,7 @@ Features are matched to images by id (the file stem, as `extract` writes them)."
 def add_parser(subparsers) -> None:
     p = add_subparser(subparsers, "knn", "k-NN table of the training set for hard-negative mining", DESCRIPTION)
     p.add_argument("features", type=Path, help="feature file or shard directory from `copynce-fast extract`")
-    p.add_argument("--source", required=True, help="the training source: a folder, a .txt file list, disc21:ROOT")
+    p.add_argument("--source", required=True, help="the training source: a folder, a .txt / .csv file list, disc21:ROOT")
     p.add_argument("--k", type=int, default=7, help="neighbours per image (descriptor 7, matcher 127)")
     p.add_argument("--out", type=Path, required=True, help="output .npy ([N, k] int32)")
     p.add_argument("--backend", default="auto", choices=("auto", "faiss", "torch"), help="search backend")
@@ -30,7 +30,7 @@ def run(args) -> int:
     import numpy as np
 
     from copynce_fast.eval.features import load_features
-    from copynce_fast.train.data import open_source
+    from copynce_fast.data.sources import open_source
     from copynce_fast.train.hnm import build_knn_table, save_knn_table
 
     if not args.features.exists():

@@ -17,8 +17,9 @@ from copynce_fast.data.batch_samplers import EpochBatchSampler, NeighbourBatchSa
 from copynce_fast.data.plan import AugmentPlan, Occluder, Overlay, PhotoOp, reference_plan
 from copynce_fast.data.plan_sampler import PairKey, PairPlan, plan_pair, sample_pair, sample_query_plan
 from copynce_fast.data.presets import AugmentConfig, descriptor_preset, matcher_preset, plain_preset
-from copynce_fast.data.sources import (DecodeLimits, ImageSource, SkipCounter, bundled_source, disc21_source,
-                                       file_list_source, folder_source, synthetic_source)
+from copynce_fast.data.decode import BadImage, DecodeLimits, decode_bytes
+from copynce_fast.data.sources import (DISC21_SPLITS, FileSource, ImageSource, SkipCounter, bundled_source,
+                                       disc21_source, file_list_source, folder_source, open_source, synthetic_source)
 from copynce_fast.data.synthetic import synthetic_images
 from copynce_fast.data.torch_loader import CopyPairDataset, PairLoader
 
@@ -26,6 +27,6 @@ __all__ = ["AugmentConfig", "descriptor_preset", "matcher_preset", "plain_preset
            "Occluder", "Overlay", "reference_plan", "PairPlan", "sample_pair", "sample_query_plan", "PairKey",
            "plan_pair", "EpochBatchSampler", "NeighbourBatchSampler", "CopyPairDataset", "PairLoader",
            "collate_pairs", "to_device", "normalise_images", "IMAGENET_MEAN", "IMAGENET_STD",
-           "DecodeLimits",
+           "BadImage", "DecodeLimits", "decode_bytes", "FileSource", "open_source", "DISC21_SPLITS",
            "ImageSource", "SkipCounter", "folder_source", "file_list_source", "disc21_source", "bundled_source",
            "synthetic_source", "synthetic_images"]

@@ -31,7 +31,8 @@ from copynce_fast.data.photometric import compose_colour, edge_kernel
 from copynce_fast.data.plan import AugmentPlan, Occluder, PhotoOp
 from copynce_fast.data.plan_sampler import PairKey, plan_pair
 from copynce_fast.data.presets import AugmentConfig
-from copynce_fast.data.sources import ImageSource, decode_bytes
+from copynce_fast.data.decode import decode_bytes
+from copynce_fast.data.sources import ImageSource
 
 __all__ = ["KP", "KQ", "SLOTS", "T_MAX", "view_arrays", "pair_arrays", "dali_bytes", "PairFeeder", "DUMMY_IMAGE"]
 

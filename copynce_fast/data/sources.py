@@ -1,42 +1,40 @@
-"""Image sources (folder, file list, DISC21 layout, in-memory arrays) with robust, counted decoding.
+"""Image sources (folder, file list, DISC21 layout, in-memory arrays) with robust, counted decoding, and the one
+grammar for "where the images are" (:func:`open_source`), shared by training, extraction and the kNN table.
 
 A source is indexable: ``len(src)``, ``src.name(i)``, ``src.read_bytes(i)``, ``src.hw(i)`` (a header read, cached;
-None = unusable) and ``src.decode(i)`` (RGB uint8 [H, W, 3], or None). Unusable files -- not an image, truncated,
-corrupt, smaller than ``min_side``, larger than ``max_pixels`` (a decompression bomb, judged from the header) --
-are recorded in the source's ``SkipCounter`` with a reason, logged once per file, and skipped by the loaders;
-an epoch never crashes on one. Convertible files are converted: CMYK, greyscale and palette to RGB, 16-bit to
-8-bit, transparency composited over white (as the reference does), EXIF orientation applied (as DALI does).
+None = unusable) and ``src.decode(i)`` (RGB uint8 [H, W, 3], or None), decoded by :mod:`copynce_fast.data.decode`.
+Unusable files are recorded in the source's ``SkipCounter`` with the decoder's reason, logged once per file, and
+skipped by the loaders; an epoch never crashes on one.
 """
 from __future__ import annotations
 
+import csv
 import io
 import logging
 import os
 import threading
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import Image
 
-__all__ = ["BadImage", "DecodeLimits", "SkipCounter", "probe_bytes", "decode_bytes", "ImageSource", "FileSource",
-           "ArraySource", "folder_source", "file_list_source", "disc21_source", "bundled_source",
-           "synthetic_source", "IMAGE_EXTENSIONS"]
+from copynce_fast.data.decode import BadImage, DecodeLimits, decode_bytes, probe_bytes
+
+__all__ = ["SkipCounter", "ImageSource", "FileSource", "ArraySource", "folder_source", "file_list_source", "csv_list_source", "disc21_source", "bundled_source",
+           "synthetic_source", "open_source", "IMAGE_EXTENSIONS", "DISC21_SPLITS"]
 
 log = logging.getLogger(__name__)
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".ppm", ".pgm", ".gif")
-
-
-class BadImage(Exception):
-    """An image that cannot be used; ``str(e)`` is the reason."""
-
-
-@dataclass(frozen=True)
-class DecodeLimits:
-    max_pixels: int = 89_478_485  # larger images (by header) are skipped as decompression bombs (PIL's default)
-    min_side: int = 16  # images with a side shorter than this are skipped
+DISC21_SPLITS = {  # split -> (disc21_source split, first query number, end number or None = all)
+    "val": ("queries", 0, 25_000),
+    "dev": ("queries", 25_000, 50_000),
+    "test": ("queries", 50_000, 100_000),
+    "queries": ("queries", 0, None),
+    "references": ("references", 0, None),
+    "training": ("train", 0, None),
+}
 
 
 @dataclass
@@ -68,71 +66,6 @@ class SkipCounter:
     def __setstate__(self, state):
         self.__dict__.update(state)
         self._lock = threading.Lock()
-
-
-def _open(data: bytes, limits: DecodeLimits) -> Image.Image:
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            im = Image.open(io.BytesIO(data))
-    except Image.DecompressionBombError as e:
-        raise BadImage(f"too large ({e})") from None
-    except Exception as e:  # PIL raises many types for garbage input
-        raise BadImage(f"not a readable image ({type(e).__name__}: {e})") from None
-    w, h = im.size
-    if w * h > limits.max_pixels:
-        raise BadImage(f"too large ({w}x{h} > max_pixels={limits.max_pixels})")
-    if min(w, h) < limits.min_side:
-        raise BadImage(f"too small ({w}x{h}, min_side={limits.min_side})")
-    tail = data[-4096:].rstrip(b"\x00\r\n ")
-    if im.format == "JPEG" and b"\xff\xd9" not in tail[-64:]:
-        raise BadImage("truncated JPEG (no end-of-image marker)")
-    if im.format == "PNG" and b"IEND" not in tail[-64:]:
-        raise BadImage("truncated PNG (no IEND chunk)")
-    return im
-
-
-def _orientation(im: Image.Image) -> int:
-    try:
-        return int(im.getexif().get(0x0112, 1))
-    except Exception:  # broken EXIF: ignore it (DALI ignores it too)
-        return 1
-
-
-def probe_bytes(data: bytes, limits: DecodeLimits = DecodeLimits()) -> tuple[int, int]:
-    """(H, W) of an encoded image after EXIF orientation, from its header; raises BadImage."""
-    im = _open(data, limits)
-    w, h = im.size
-    return (w, h) if _orientation(im) in (5, 6, 7, 8) else (h, w)
-
-
-def _to_rgb(im: Image.Image) -> np.ndarray:
-    if im.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
-        a = np.asarray(im).astype(np.float64)
-        top = 65535.0 if (im.mode.startswith("I;16") or a.max() > 255) else 255.0
-        g = np.clip(np.rint(a / top * 255.0), 0, 255).astype(np.uint8)
-        return np.repeat(g[..., None], 3, axis=2)
-    if im.mode == "P":
-        im = im.convert("RGBA") if "transparency" in im.info else im.convert("RGB")
-    if im.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
-        rgba = im.convert("RGBA")
-        bg = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        im = Image.alpha_composite(bg, rgba)
-    return np.array(im.convert("RGB"))
-
-
-def decode_bytes(data: bytes, limits: DecodeLimits = DecodeLimits()) -> np.ndarray:
-    """Decode to RGB uint8 [H, W, 3] (EXIF orientation applied); raises BadImage."""
-    im = _open(data, limits)
-    try:
-        im.load()
-        im = ImageOps.exif_transpose(im) if _orientation(im) != 1 else im
-        arr = _to_rgb(im)
-    except BadImage:
-        raise
-    except Exception as e:
-        raise BadImage(f"corrupt image data ({type(e).__name__}: {e})") from None
-    return np.ascontiguousarray(arr)
 
 
 class ImageSource:
@@ -187,12 +120,15 @@ class ImageSource:
 
 
 class FileSource(ImageSource):
-    """Images given by paths."""
+    """Images given by paths; ``ids[i]`` names image i (default: the file stem, ``Q25000.jpg`` -> ``Q25000``)."""
 
     def __init__(self, paths: Sequence[str | os.PathLike], limits: DecodeLimits = DecodeLimits(),
-                 skips: SkipCounter | None = None):
+                 skips: SkipCounter | None = None, ids: Sequence[str] | None = None):
         super().__init__(limits, skips)
         self.paths = [str(p) for p in paths]
+        self.ids = list(ids) if ids is not None else [Path(p).stem for p in self.paths]
+        if len(self.ids) != len(self.paths):
+            raise ValueError(f"ids: {len(self.ids)} ids for {len(self.paths)} paths")
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -265,6 +201,27 @@ def file_list_source(list_file, root=None, limits: DecodeLimits = DecodeLimits()
     return FileSource(paths, limits)
 
 
+def csv_list_source(csv_file, root=None, limits: DecodeLimits = DecodeLimits()) -> FileSource:
+    """Images listed in a CSV with a ``path`` column and optionally ``uuid`` or ``id`` (the ids; default the stem),
+    as DISC21's ``isc_*_query.csv``; relative paths resolve against ``root`` or the CSV's folder."""
+    csv_file = Path(csv_file)
+    base = Path(root) if root is not None else csv_file.parent
+    paths, ids = [], []
+    with csv_file.open(newline="") as f:
+        reader = csv.DictReader(f)
+        fields = [h.strip() for h in (reader.fieldnames or [])]
+        if "path" not in fields:
+            raise ValueError(f"{csv_file}: a CSV image list needs a 'path' column, got columns {fields}")
+        id_col = "uuid" if "uuid" in fields else ("id" if "id" in fields else None)
+        for row in reader:
+            row = {k.strip(): (v or "").strip() for k, v in row.items() if k}
+            p = Path(row["path"])
+            p = p if p.is_absolute() else base / p
+            paths.append(p)
+            ids.append(row[id_col] if id_col and row[id_col] else p.stem)
+    return FileSource(paths, limits, ids=ids)
+
+
 def disc21_source(root, split: str = "train", limits: DecodeLimits = DecodeLimits()) -> FileSource:
     """The DISC21 layout: ``split`` = "train" (training_images/), "references" or "queries"."""
     folders = {"train": "training_images", "references": "reference_images", "queries": "query_images"}
@@ -282,3 +239,79 @@ def synthetic_source(n: int, size=(375, 500), seed: int = 0) -> ArraySource:
     """``n`` procedural images (synthetic.synthetic_images) as a source."""
     from copynce_fast.data.synthetic import synthetic_images
     return ArraySource(synthetic_images(n, size, seed), [f"synthetic[{seed}:{k}]" for k in range(n)])
+
+
+def _builtin(synthetic_images: int, seed: int) -> ArraySource:
+    bundled = bundled_source()
+    images = [bundled.decode(i) for i in range(len(bundled))]
+    names = [bundled.name(i) for i in range(len(bundled))]
+    if synthetic_images:
+        syn = synthetic_source(synthetic_images, seed=seed)
+        images += [syn.decode(i) for i in range(len(syn))]
+        names += [syn.name(i) for i in range(len(syn))]
+    return ArraySource(images, names)
+
+
+def _disc21_split(root: Path, split: str, limits: DecodeLimits) -> FileSource:
+    if split not in DISC21_SPLITS:
+        raise ValueError(f"split must be one of {tuple(DISC21_SPLITS)}, got {split!r}")
+    sub, first, end = DISC21_SPLITS[split]
+    try:
+        src = disc21_source(root, sub, limits)
+    except ValueError as e:
+        raise ValueError(f"{root} is not a DISC21 root with images for split {split!r} ({e})") from None
+    if end is None:
+        return src
+    # the val / dev / test splits are query id ranges
+    keep = [k for k, i in enumerate(src.ids) if i[1:].isdigit() and first <= int(i[1:]) < end]
+    return FileSource([src.paths[k] for k in keep], limits, ids=[src.ids[k] for k in keep])
+
+
+def open_source(spec: str | os.PathLike, *, split: str | None = None, root=None, synthetic_images: int = 0,
+                seed: int = 0, limits: DecodeLimits = DecodeLimits()) -> ImageSource:
+    """Where the images are, in the package's one grammar.
+
+    ``spec``:
+
+    * ``"builtin"``: the bundled photos (plus ``synthetic_images`` procedural ones, drawn with ``seed``),
+      decoded in memory (an :class:`ArraySource`);
+    * ``"disc21:ROOT"``, or a DISC21 root folder with ``split``: the DISC21 layout, ``split`` one of
+      :data:`DISC21_SPLITS` (default "training"): ``val`` (Q00000-Q24999), ``dev`` (Q25000-Q49999),
+      ``test`` (Q50000-Q99999), ``queries`` (query_images/), ``references``, ``training``;
+    * a folder: every image below it (recursive), sorted by path;
+    * a ``.csv`` file: a ``path`` column and optionally ``uuid`` or ``id`` (:func:`csv_list_source`);
+    * any other file: a list, one path per line (:func:`file_list_source`).
+
+    Relative paths in a list resolve against ``root`` (default: the list's folder). File-backed sources carry
+    ``ids`` (file stems, or the CSV's ids); they are not checked for uniqueness here.
+
+    Raises:
+        ValueError: a missing spec, an unknown split, a folder / list without images, ``synthetic_images``
+            without "builtin".
+    """
+    if str(spec) == "builtin":
+        return _builtin(synthetic_images, seed)
+    if synthetic_images:
+        raise ValueError("synthetic_images: only with the 'builtin' source")
+    if isinstance(spec, str) and spec.startswith("disc21:"):
+        spec, split = spec[len("disc21:"):], split or "training"
+    path = Path(spec)
+    if not path.exists():
+        raise ValueError(f"no such file or folder: {path}")
+    if split is not None:
+        src = _disc21_split(path, split, limits)
+    elif path.is_dir():
+        try:
+            src = folder_source(path, limits)
+        except ValueError:
+            raise ValueError(f"{path}: no images found (extensions {', '.join(IMAGE_EXTENSIONS)})") from None
+    elif path.suffix.lower() == ".csv":
+        src = csv_list_source(path, root, limits)
+    else:
+        try:
+            src = file_list_source(path, root, limits)
+        except ValueError:
+            raise ValueError(f"{path}: no images found") from None
+    if len(src) == 0:
+        raise ValueError(f"{path}{f' split {split}' if split else ''}: no images found")
+    return src

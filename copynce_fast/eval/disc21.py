@@ -115,7 +115,7 @@ def topk_per_query(query_ids: np.ndarray, reference_ids: np.ndarray, scores: np.
     Returns the kept ``(query_ids, reference_ids, scores)`` grouped by query, best first.
     """
     if isinstance(k, bool) or int(k) != k or k < 1:
-        raise ValueError(f"--topk must be a positive integer, got {k!r}")
+        raise ValueError(f"k must be a positive integer, got {k!r}")
     q = np.asarray(query_ids)
     if len(q) == 0:
         return query_ids, reference_ids, scores

@@ -32,7 +32,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from copynce_fast.eval.features import FeatureWriter, consolidate, load_features
-from copynce_fast.data.sources import BadImage
+from copynce_fast.data.decode import BadImage
 from copynce_fast.eval.images import ImageItem, load_image, normalize
 from copynce_fast.eval.extract_dali import DaliImageBatches, dali_available
 from copynce_fast.models.loading import LoadedModel
@@ -97,8 +97,8 @@ def _writer(directory: Path, loaded: LoadedModel, dim: int, dtype: str, shard_si
         return FeatureWriter(directory, model=loaded.name, dim=dim, img_size=loaded.img_size, dtype=dtype,
                              shard_size=shard_size, extra={"kind": "descriptor"})
     except ValueError as e:
-        raise ValueError(f"--out {out}: existing features were made differently ({e}); use another --out "
-                         f"or delete it") from None
+        raise ValueError(f"out {out}: existing features were made differently ({e}); write elsewhere or "
+                         f"delete it") from None
 
 
 def extract_features(loaded: LoadedModel, items: Sequence[ImageItem], out: str | Path, *, batch_size: int = 64,
@@ -129,16 +129,16 @@ def extract_features(loaded: LoadedModel, items: Sequence[ImageItem], out: str |
         raise ValueError(f"bad loader settings: batch_size={batch_size}, num_workers={num_workers}, "
                          f"shard_size={shard_size}")
     if loader not in ("auto", "torch", "dali"):
-        raise ValueError(f"--loader must be auto, torch or dali, got {loader!r}")
+        raise ValueError(f"loader must be auto, torch or dali, got {loader!r}")
     if max_images is not None and max_images < 0:
-        raise ValueError(f"--max-images must be >= 0, got {max_images}")
+        raise ValueError(f"max_images must be >= 0, got {max_images}")
     out = Path(out)
     single = out.suffix == ".npz"
     directory = out.with_name(out.name + ".parts") if single else out
     if single and out.is_dir():
-        raise ValueError(f"--out {out}: is a directory; a .npz output must be a file")
+        raise ValueError(f"out {out}: is a directory; a .npz output must be a file")
     if not single and out.is_file():
-        raise ValueError(f"--out {out}: is a file; give a directory, or a path ending in .npz")
+        raise ValueError(f"out {out}: is a file; give a directory, or a path ending in .npz")
     model: CopyDescriptor = loaded.model
     device = loaded.device
 
@@ -151,8 +151,8 @@ def extract_features(loaded: LoadedModel, items: Sequence[ImageItem], out: str |
         for key, want in (("model", loaded.name), ("dim", model.dim), ("img_size", loaded.img_size),
                           ("dtype", dtype)):
             if seed.meta.get(key) != want:
-                raise ValueError(f"--out {out}: holds {key}={seed.meta.get(key)!r}, asked {key}={want!r}; use "
-                                 f"another --out or delete it")
+                raise ValueError(f"out {out}: holds {key}={seed.meta.get(key)!r}, asked {key}={want!r}; write "
+                                 f"elsewhere or delete it")
         stored = set(seed.ids.tolist())
         if all(i in stored for i in by_id):
             return ExtractResult(out=out, total=len(items), already_done=len(items), extracted=0)

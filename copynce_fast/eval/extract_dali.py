@@ -5,7 +5,7 @@ Optional (``nvidia-dali-cuda120``); :mod:`copynce_fast.eval.extract` uses it wit
 batches as the torch loader, so the rest of the extraction is shared.
 
 Pipeline: a thread pool reads each file and checks its header with the project decoder's rules
-(:func:`copynce_fast.data.sources.probe_bytes`: not an image, truncated, too small, too large -> a counted
+(:func:`copynce_fast.data.decode.probe_bytes`: not an image, truncated, too small, too large -> a counted
 failure, never fed to DALI); the bytes go through ``external_source`` -> ``decoders.image`` ("mixed" on the
 GPU, RGB, EXIF orientation applied) -> ``resize`` to S×S (cubic, antialiased, aspect not kept) -> CHW.
 A file DALI still cannot decode invalidates the pipeline (DALI's behaviour): that batch is then decoded with
@@ -25,7 +25,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from copynce_fast.data.sources import BadImage, DecodeLimits, probe_bytes
+from copynce_fast.data.decode import BadImage, DecodeLimits, probe_bytes
 from copynce_fast.eval.images import ImageItem, load_image
 
 
@@ -60,7 +60,7 @@ class DaliImageBatches:
     def __init__(self, items: Sequence[ImageItem], size: int, batch_size: int, device_id: int | None,
                  num_threads: int = 4, limits: DecodeLimits = DecodeLimits()):
         if not dali_available():
-            raise ValueError("--loader dali: NVIDIA DALI is not installed (pip install nvidia-dali-cuda120)")
+            raise ValueError("loader 'dali': NVIDIA DALI is not installed (pip install nvidia-dali-cuda120)")
         self.items = list(items)
         self.size = size
         self.batch_size = batch_size

@@ -12,8 +12,10 @@ On disk an index is a directory::
 
 Scores are inner products (cosines for the L2-normalised descriptors), larger = closer. "flat" is exact;
 "ivf" / "ivfpq" are approximate (IVF-Flat / IVF-PQ, trained on up to 256·nlist references), searched with
-``nprobe`` lists (default ``min(nlist, 16)``, overridable at search time). Exact search without a saved
-index is :func:`copynce_fast.eval.search.knn`.
+``nprobe`` lists (default ``min(nlist, 16)``, overridable at search time). The index is built by the
+package's one faiss builder, :func:`copynce_fast.eval.search.faiss_index`, with the same parameter rules
+(:func:`~copynce_fast.eval.search.ivf_params`). Exact search without a saved index is
+:func:`copynce_fast.eval.search.knn`.
 """
 from __future__ import annotations
 
@@ -25,7 +27,7 @@ import numpy as np
 import torch
 
 from copynce_fast.eval.features import Features
-from copynce_fast.eval.search import _default_nlist, _default_pq_m, faiss_available, faiss_gpu_count, knn
+from copynce_fast.eval.search import faiss_available, faiss_gpu_count, faiss_index, ivf_params, knn
 
 FORMAT = "copynce-fast-index"
 VERSION = 1
@@ -34,27 +36,6 @@ TYPES = ("flat", "ivf", "ivfpq")
 
 def _f32(x) -> np.ndarray:
     return np.ascontiguousarray(np.asarray(x, dtype=np.float32))
-
-
-def _faiss_index(xb: np.ndarray, kind: str, nlist: int | None, pq_m: int | None, seed: int):
-    import faiss
-
-    d = xb.shape[1]
-    if kind == "flat":
-        index = faiss.IndexFlatIP(d)
-    else:
-        quantizer = faiss.IndexFlatIP(d)
-        if kind == "ivf":
-            index = faiss.IndexIVFFlat(quantizer, d, nlist, faiss.METRIC_INNER_PRODUCT)
-        else:
-            index = faiss.IndexIVFPQ(quantizer, d, nlist, pq_m, 8, faiss.METRIC_INNER_PRODUCT)
-        train = xb
-        if len(xb) > 256 * nlist:  # more than 256 points per centroid adds little to k-means
-            rows = np.random.default_rng(seed).choice(len(xb), 256 * nlist, replace=False)
-            train = xb[np.sort(rows)]
-        index.train(train)  # faiss' Python wrapper keeps `quantizer` alive as long as `index`
-    index.add(xb)
-    return index
 
 
 def build_index(features: Features, out_dir: str | Path, *, kind: str = "flat", backend: str = "auto",
@@ -79,34 +60,20 @@ def build_index(features: Features, out_dir: str | Path, *, kind: str = "flat", 
         ValueError: bad arguments (named), e.g. ivf without faiss, nlist > M, pq_m not dividing D.
     """
     if kind not in TYPES:
-        raise ValueError(f"--type must be one of {TYPES}, got {kind!r}")
+        raise ValueError(f"kind must be one of {TYPES}, got {kind!r}")
     if backend not in ("auto", "faiss", "torch"):
-        raise ValueError(f"--backend must be auto, faiss or torch, got {backend!r}")
+        raise ValueError(f"backend must be auto, faiss or torch, got {backend!r}")
     if backend == "auto":
         backend = "faiss" if faiss_available() else "torch"
     if backend == "faiss" and not faiss_available():
-        raise ValueError("--backend faiss: faiss is not installed (pip install faiss-cpu)")
+        raise ValueError("backend 'faiss': faiss is not installed (pip install faiss-cpu)")
     if backend == "torch" and kind != "flat":
-        raise ValueError(f"--type {kind} needs faiss; the torch backend is exact (flat) only")
+        raise ValueError(f"kind {kind!r} needs faiss; the torch backend is exact (flat) only")
     xb = _f32(features.features)
     m, d = xb.shape
     if m == 0:
-        raise ValueError("the reference features are empty")
-    if kind != "flat":
-        nlist = _default_nlist(m) if nlist is None else int(nlist)
-        if not 1 <= nlist <= m:
-            raise ValueError(f"--nlist must be in [1, {m}] (number of references), got {nlist}")
-        nprobe = min(nlist, 16) if nprobe is None else int(nprobe)
-        if not 1 <= nprobe <= nlist:
-            raise ValueError(f"--nprobe must be in [1, nlist={nlist}], got {nprobe}")
-        if kind == "ivfpq":
-            pq_m = _default_pq_m(d) if pq_m is None else int(pq_m)
-            if pq_m < 1 or d % pq_m:
-                raise ValueError(f"--pq-m must divide the descriptor size {d}, got {pq_m}")
-            if m < 256:
-                raise ValueError(f"--type ivfpq needs at least 256 references to train 8-bit codebooks, got {m}")
-    else:
-        nlist = nprobe = pq_m = None
+        raise ValueError("features: the reference features are empty")
+    nlist, nprobe, pq_m = ivf_params(m, d, kind, nlist, nprobe, pq_m)
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -116,7 +83,7 @@ def build_index(features: Features, out_dir: str | Path, *, kind: str = "flat", 
     if backend == "faiss":
         import faiss
 
-        faiss.write_index(_faiss_index(xb, kind, nlist, pq_m, seed), str(out / "index.faiss"))
+        faiss.write_index(faiss_index(xb, kind, "ip", nlist, pq_m, seed), str(out / "index.faiss"))
     else:
         np.save(out / "features.npy", xb, allow_pickle=False)
     meta = {"format": FORMAT, "version": VERSION, "type": kind, "backend": backend, "metric": "ip", "dim": d,
@@ -152,7 +119,7 @@ class SearchIndex:
             raise ValueError(f"query descriptors have shape {xq.shape}, the index holds dim {self.dim}")
         m = len(self.ids)
         if not 1 <= k <= m:
-            raise ValueError(f"-k must be in [1, {m}] (number of references), got {k}")
+            raise ValueError(f"k must be in [1, {m}] (number of references), got {k}")
         if self._features is not None:
             if device is None or torch.device(device).type == "cpu":
                 return knn(xq, self._features, k, metric="ip", backend="torch")
@@ -165,12 +132,12 @@ class SearchIndex:
         if self.meta["type"] != "flat":
             nprobe = nprobe or self.meta["nprobe"]
             if not 1 <= nprobe <= self.meta["nlist"]:
-                raise ValueError(f"--nprobe must be in [1, nlist={self.meta['nlist']}], got {nprobe}")
+                raise ValueError(f"nprobe must be in [1, nlist={self.meta['nlist']}], got {nprobe}")
             faiss.ParameterSpace().set_index_parameter(index, "nprobe", int(nprobe))
         if (use_gpu is None or use_gpu) and faiss_gpu_count() > 0 and k <= 2048:
             index = faiss.index_cpu_to_all_gpus(index)
         elif use_gpu:
-            raise ValueError("--gpu: faiss has no GPU support here")
+            raise ValueError("use_gpu: faiss has no GPU support here")
         scores, rows = index.search(xq, k)
         return scores.astype(np.float32, copy=False), rows.astype(np.int64, copy=False)
 
@@ -184,23 +151,22 @@ def load_index(directory: str | Path) -> SearchIndex:
     directory = Path(directory)
     meta_path = directory / "meta.json"
     if not meta_path.is_file():
-        raise ValueError(f"--index {directory}: no meta.json, not an index directory (build one with "
-                         f"'copynce-fast index')")
+        raise ValueError(f"directory {directory}: no meta.json, not an index directory (see build_index)")
     meta = json.loads(meta_path.read_text())
     if meta.get("format") != FORMAT:
-        raise ValueError(f"--index {directory}: meta.json is not a {FORMAT} file")
+        raise ValueError(f"directory {directory}: meta.json is not a {FORMAT} file")
     ids = np.load(directory / "ids.npy", allow_pickle=False)
     if meta["backend"] == "torch":
         feats = np.load(directory / "features.npy", allow_pickle=False)
         if feats.shape != (len(ids), meta["dim"]):
-            raise ValueError(f"--index {directory}: features.npy {feats.shape} disagrees with meta.json")
+            raise ValueError(f"directory {directory}: features.npy {feats.shape} disagrees with meta.json")
         return SearchIndex(ids=ids, meta=meta, _features=feats)
     if not faiss_available():
-        raise ValueError(f"--index {directory}: a faiss index, but faiss is not installed (pip install faiss-cpu)")
+        raise ValueError(f"directory {directory}: a faiss index, but faiss is not installed (pip install faiss-cpu)")
     import faiss
 
     index = faiss.read_index(str(directory / "index.faiss"))
     if index.ntotal != len(ids) or index.d != meta["dim"]:
-        raise ValueError(f"--index {directory}: index.faiss holds {index.ntotal}×{index.d}, meta.json says "
+        raise ValueError(f"directory {directory}: index.faiss holds {index.ntotal}×{index.d}, meta.json says "
                          f"{len(ids)}×{meta['dim']}")
     return SearchIndex(ids=ids, meta=meta, _index=index)

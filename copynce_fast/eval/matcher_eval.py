@@ -30,7 +30,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
-from copynce_fast.data.sources import BadImage
+from copynce_fast.data.decode import BadImage
 from copynce_fast.eval.images import decode_image, normalize, preprocess
 from copynce_fast.eval.local_verification import N_QUERY_VIEWS, PAIR_VIEWS, render_views
 from copynce_fast.models.loading import LoadedModel

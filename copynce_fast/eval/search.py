@@ -5,6 +5,9 @@ Both backends take the same arguments and return the same thing, ``(scores [N, k
 queries' device) for torch queries. ``metric="ip"`` scores are inner products (cosines for L2-normalised
 descriptors, larger = closer); ``metric="l2"`` scores are squared L2 distances (smaller = closer).
 
+The one faiss index builder (:func:`faiss_index`: flat, IVF-Flat, IVF-PQ) and the IVF parameter rules
+(:func:`ivf_params`) live here; saved indexes (:mod:`copynce_fast.eval.index`) use them too.
+
 ``k`` larger than the database raises ValueError rather than silently returning fewer columns: callers
 build ``[N, k]`` arrays and per-query prediction lists from it, and a changed width would surface later as
 a confusing shape error.
@@ -67,6 +70,64 @@ def _default_nlist(m: int) -> int:
 def _default_pq_m(d: int) -> int:
     # 8-dim sub-vectors (64 bytes for 512-d), the largest divisor of d not above d // 8 otherwise
     return next(m for m in range(max(1, d // 8), 0, -1) if d % m == 0)
+
+
+def ivf_params(m: int, d: int, index: str, nlist: int | None, nprobe: int | None, pq_m: int | None
+               ) -> tuple[int | None, int | None, int | None]:
+    """``(nlist, nprobe, pq_m)`` of an ``index`` ("flat", "ivf", "ivfpq") over ``m`` rows of dimension ``d``:
+    defaults filled in (``nlist = min(M // 39, 4·sqrt(M))``, ``nprobe = min(nlist, 16)``, ``pq_m`` about
+    D / 8), each checked (ValueError naming it); all None for "flat", ``pq_m`` None for "ivf"."""
+    if index == "flat":
+        return None, None, None
+    nlist = _default_nlist(m) if nlist is None else _positive_int("nlist", nlist)
+    if nlist > m:
+        raise ValueError(f"nlist must be in [1, {m}] (database rows), got {nlist}")
+    nprobe = min(nlist, 16) if nprobe is None else _positive_int("nprobe", nprobe)
+    if nprobe > nlist:
+        raise ValueError(f"nprobe must be in [1, nlist={nlist}], got {nprobe}")
+    if index != "ivfpq":
+        return nlist, nprobe, None
+    pq_m = _default_pq_m(d) if pq_m is None else _positive_int("pq_m", pq_m)
+    if d % pq_m:
+        raise ValueError(f"pq_m must divide the dimension D={d}, got {pq_m}")
+    if m < 256:
+        raise ValueError(f"ivfpq needs at least 256 database rows to train its 8-bit codebooks, got {m}")
+    return nlist, nprobe, pq_m
+
+
+def faiss_index(xb: np.ndarray, index: str = "flat", metric: str = "ip", nlist: int | None = None,
+                pq_m: int | None = None, seed: int = 0, gpu: bool = False):
+    """The one faiss index builder: flat, IVF-Flat ("ivf") or IVF-PQ ("ivfpq", 8-bit codes) over ``xb``.
+
+    Args:
+        xb: (M, D) float32 C-contiguous database rows, added to the index.
+        metric: "ip" (inner product) or "l2".
+        nlist, pq_m: IVF lists and PQ sub-quantisers (see :func:`ivf_params`).
+        seed: seed of the training sample: IVF indexes train on at most 256·nlist rows (more adds little to
+            k-means).
+        gpu: build on all faiss GPUs (before training, so k-means runs there too).
+    """
+    import faiss
+
+    d = xb.shape[1]
+    quantizer = faiss.IndexFlatIP(d) if metric == "ip" else faiss.IndexFlatL2(d)
+    faiss_metric = faiss.METRIC_INNER_PRODUCT if metric == "ip" else faiss.METRIC_L2
+    if index == "flat":
+        idx = quantizer
+    elif index == "ivf":
+        idx = faiss.IndexIVFFlat(quantizer, d, nlist, faiss_metric)
+    else:
+        idx = faiss.IndexIVFPQ(quantizer, d, nlist, pq_m, 8, faiss_metric)
+    if gpu:
+        idx = faiss.index_cpu_to_all_gpus(idx)
+    if index != "flat":
+        train = xb
+        if xb.shape[0] > 256 * nlist:
+            rows = np.random.default_rng(seed).choice(xb.shape[0], 256 * nlist, replace=False)
+            train = xb[np.sort(rows)]
+        idx.train(train)  # faiss' Python wrapper keeps `quantizer` alive as long as `idx`
+    idx.add(xb)
+    return idx
 
 
 def _resolve_backend(backend: str, index: str, queries: ArrayLike, gpu: bool | None, k: int) -> str:
@@ -138,17 +199,7 @@ def knn(queries: ArrayLike, database: ArrayLike, k: int, *, metric: Literal["ip"
         raise ValueError(f"gpu must be None, True or False, got {gpu!r}")
     if batch_size is not None:
         batch_size = _positive_int("batch_size", batch_size)
-    if index != "flat":
-        nlist = _default_nlist(m) if nlist is None else _positive_int("nlist", nlist)
-        if nlist > m:
-            raise ValueError(f"nlist={nlist} exceeds the database size M={m}")
-        nprobe = min(nlist, 16) if nprobe is None else _positive_int("nprobe", nprobe)
-        if nprobe > nlist:
-            raise ValueError(f"nprobe={nprobe} exceeds nlist={nlist}")
-        if index == "ivfpq":
-            pq_m = _default_pq_m(d) if pq_m is None else _positive_int("pq_m", pq_m)
-            if d % pq_m:
-                raise ValueError(f"pq_m={pq_m} must divide the dimension D={d}")
+    nlist, nprobe, pq_m = ivf_params(m, d, index, nlist, nprobe, pq_m)
     if gpu and faiss_gpu_count() == 0 and backend != "torch":
         raise ValueError("gpu=True but faiss has no GPU support here (install faiss-gpu-cu12)")
 
@@ -201,30 +252,13 @@ def _knn_faiss(xq: np.ndarray, xb: np.ndarray, k: int, metric: str, index: str, 
                gpu: bool | None, inputs_on_cuda: bool, seed: int):
     import faiss
 
-    d = xb.shape[1]
-    faiss_metric = faiss.METRIC_INNER_PRODUCT if metric == "ip" else faiss.METRIC_L2
-    if index == "flat":
-        idx = faiss.IndexFlatIP(d) if metric == "ip" else faiss.IndexFlatL2(d)
-    else:
-        quantizer = faiss.IndexFlatIP(d) if metric == "ip" else faiss.IndexFlatL2(d)
-        if index == "ivf":
-            idx = faiss.IndexIVFFlat(quantizer, d, nlist, faiss_metric)
-        else:
-            idx = faiss.IndexIVFPQ(quantizer, d, nlist, pq_m, 8, faiss_metric)
     use_gpu = gpu if gpu is not None else (inputs_on_cuda and faiss_gpu_count() > 0)
-    if use_gpu:
-        if k > _FAISS_GPU_MAX_K:
-            raise ValueError(f"k={k} exceeds the faiss GPU limit {_FAISS_GPU_MAX_K}; use backend='torch'")
-        idx = faiss.index_cpu_to_all_gpus(idx)  # before training: k-means then runs on the GPU too
+    if use_gpu and k > _FAISS_GPU_MAX_K:
+        raise ValueError(f"k={k} exceeds the faiss GPU limit {_FAISS_GPU_MAX_K}; use backend='torch'")
+    idx = faiss_index(xb, index, metric, nlist, pq_m, seed, gpu=bool(use_gpu))
     if index != "flat":
-        train = xb
-        if xb.shape[0] > 256 * nlist:  # more than 256 points per centroid adds little to k-means
-            rows = np.random.default_rng(seed).choice(xb.shape[0], 256 * nlist, replace=False)
-            train = xb[np.sort(rows)]
-        idx.train(train)
         space = faiss.GpuParameterSpace() if use_gpu else faiss.ParameterSpace()
         space.set_index_parameter(idx, "nprobe", nprobe)
-    idx.add(xb)
     scores, indices = idx.search(xq, k)
     return scores.astype(np.float32, copy=False), indices.astype(np.int64, copy=False)
 

@@ -16,38 +16,23 @@ from copynce_fast.data.batch import to_device
 from copynce_fast.data.batch_samplers import EpochBatchSampler, NeighbourBatchSampler
 from copynce_fast.data.torch_loader import PairLoader
 from copynce_fast.data.presets import AugmentConfig, descriptor_preset, matcher_preset
-from copynce_fast.data.sources import (ArraySource, ImageSource, bundled_source, disc21_source, file_list_source,
-                                       folder_source, synthetic_source)
+from copynce_fast.data.sources import ImageSource, open_source
 from copynce_fast.train.hnm import load_knn_table
 from copynce_fast.utils.dist import DistInfo
 
-__all__ = ["TrainData", "build_train_data", "open_source", "augment_config", "resolve_backend"]
+__all__ = ["TrainData", "build_train_data", "train_source", "augment_config", "resolve_backend"]
 
 log = logging.getLogger("copynce_fast.train")
 
 
-def open_source(spec: str, synthetic_images: int = 0, seed: int = 0) -> ImageSource:
-    """An image source from ``data.source``: "builtin", a folder, a .txt file list, or "disc21:ROOT"."""
-    from pathlib import Path
-    if spec == "builtin":
-        bundled = bundled_source()
-        images = [bundled.decode(i) for i in range(len(bundled))]
-        names = [bundled.name(i) for i in range(len(bundled))]
-        if synthetic_images:
-            syn = synthetic_source(synthetic_images, seed=seed)
-            images += [syn.decode(i) for i in range(len(syn))]
-            names += [syn.name(i) for i in range(len(syn))]
-        return ArraySource(images, names)
-    if synthetic_images:
+def train_source(cfg: Config) -> ImageSource:
+    """The training images: ``data.source`` in the package's one grammar (:func:`open_source`)."""
+    if cfg.data.synthetic_images and cfg.data.source != "builtin":
         raise ValueError("data.synthetic_images: only supported with data.source=builtin")
-    if spec.startswith("disc21:"):
-        return disc21_source(spec[len("disc21:"):], "train")
-    path = Path(spec)
-    if path.is_dir():
-        return folder_source(path)
-    if path.is_file():
-        return file_list_source(path)
-    raise ValueError(f"data.source: {spec!r} is not 'builtin', a folder, a file list or disc21:ROOT")
+    try:
+        return open_source(cfg.data.source, synthetic_images=cfg.data.synthetic_images, seed=cfg.run.seed)
+    except ValueError as e:
+        raise ValueError(f"data.source: {e}") from None
 
 
 def augment_config(cfg: Config) -> AugmentConfig:
@@ -118,7 +103,7 @@ def _supervised_data(cfg: Config, device: torch.device, dist_info: DistInfo) -> 
 def build_train_data(cfg: Config, device: torch.device, dist_info: DistInfo) -> TrainData:
     if cfg.data.pairs_csv:
         return _supervised_data(cfg, device, dist_info)
-    source = open_source(cfg.data.source, cfg.data.synthetic_images, cfg.run.seed)
+    source = train_source(cfg)
     knn = load_knn_table(cfg.data.knn_path, len(source))[:, :cfg.data.knn_k] if cfg.data.knn_path else None
     shard = dict(seed=cfg.run.seed, rank=dist_info.rank, world_size=dist_info.world_size)
     if knn is not None and cfg.data.hard_negatives:

@@ -16,7 +16,7 @@ from copynce_fast.data.torch_loader import CopyPairDataset
 from copynce_fast.data.sources import ImageSource, synthetic_source
 from copynce_fast.eval.metrics import Metrics, evaluate
 from copynce_fast.eval.search import knn, knn_to_predictions
-from copynce_fast.train.data import augment_config, open_source
+from copynce_fast.train.data import augment_config, train_source
 
 __all__ = ["heldout_eval", "HELDOUT_EPOCH"]
 
@@ -42,7 +42,7 @@ def _render(source: ImageSource, cfg: Config, seed: int, indices) -> list[dict]:
 def heldout_eval(model: torch.nn.Module, cfg: Config, device: torch.device, *, distractors: int | None = None,
                  k: int = 10) -> Metrics:
     """μAP / RP90 / recall@k of ``model`` on held-out copies of ``cfg``'s training originals."""
-    source = open_source(cfg.data.source, cfg.data.synthetic_images, cfg.run.seed)
+    source = train_source(cfg)
     n = len(source)
     seed = cfg.run.seed + 7919
     pairs = _render(source, cfg, seed, range(n))
