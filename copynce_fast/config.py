@@ -51,6 +51,7 @@ class DataConfig:
     track_occluders: bool = True  # mark text/emoji/strokes/erasing pixels invalid (False = reference behaviour)
     copynce_on_negatives: bool = False  # count negative pairs in the CopyNCE mean (True = reference behaviour)
     pairs_csv: str = ""  # supervised fine-tuning: CSV query_path,reference_path of known copies (no augmentation)
+    sibling_rate: float = 0.0  # share of batch slots holding sibling pairs: 2 disjoint parts of one image (0 = off)
 
 
 @dataclass(frozen=True)
@@ -63,6 +64,8 @@ class LossConfig:
     copynce_gamma: float = 3.0  # overlap sharpening γ
     copynce_lamb: float = 0.5  # λ: weight of the query->reference direction
     bce_weight: float = 1.0  # matcher: copy / not-copy BCE
+    asl_weight: float = 0.0  # descriptor: asymmetric-similarity (ASL) term, norm ratio + asymmetric InfoNCE; 0 = off
+    asl_gamma: float = 1.0  # ASL score penalty per unit log norm ratio (query norm above the reference's)
     gather: bool = True  # gather descriptors across ranks for InfoNCE / KoLeo
     impl: Literal["auto", "torch", "triton"] = "auto"  # kernel implementation
 

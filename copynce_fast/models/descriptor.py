@@ -44,8 +44,9 @@ class CopyDescriptor(nn.Module):
         use_final_norm: pool the backbone's final-norm tokens instead of the last block's raw output.
             False (default) matches the reference; True requires a backbone built with ``final_norm=True``.
 
-    ``forward(images [B, 3, H, W])`` returns ``{"feat": [B, dim] fp32, unit L2 norm,
-    "tokens": [B, L, C] last-block patch tokens before the final norm}`` (the CopyNCE input).
+    ``forward(images [B, 3, H, W])`` returns ``{"feat": [B, dim] fp32, unit L2 norm, "norm": [B] fp32, the
+    descriptor's length before that normalisation (the ASL input), "tokens": [B, L, C] last-block patch tokens
+    before the final norm}`` (the CopyNCE input).
     """
 
     def __init__(self, backbone: VisionTransformer, dim: int = 512, pool: Literal["cls", "gem"] = "cls",
@@ -106,7 +107,8 @@ class CopyDescriptor(nn.Module):
         # BatchNorm and the L2 norm in fp32: under bf16 autocast the Linear output is bf16, and the running
         # statistics / unit-norm descriptors should not carry bf16 rounding
         x = self.bn(x.float())
-        return {"feat": F.normalize(x, dim=1), "tokens": out["last_block_patch_tokens"]}
+        # "norm": the length before the L2 norm, ASL's measure of how much content the image holds (ops/asl.py)
+        return {"feat": F.normalize(x, dim=1), "norm": x.norm(dim=1), "tokens": out["last_block_patch_tokens"]}
 
 
 def _descriptor(builder, dim, img_size, attn_impl, pool, use_final_norm, ln_eps, freeze_patch_embed,

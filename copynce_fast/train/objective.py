@@ -1,4 +1,4 @@
-"""Training objectives: the descriptor's InfoNCE + CopyNCE + KoLeo and the matcher's BCE + CopyNCE.
+"""Training objectives: the descriptor's InfoNCE + CopyNCE + KoLeo (+ ASL) and the matcher's BCE + CopyNCE.
 
 Each objective takes the model outputs and the batch dict of ``copynce_fast.data`` and returns a dict of fp32
 scalars: ``total`` (for backward) and the weighted components (for logging; read them once per log interval).
@@ -11,12 +11,15 @@ from torch import nn
 
 from copynce_fast.config import LossConfig
 from copynce_fast.losses import CopyNCELoss
+from copynce_fast.ops.asl import asymmetric_score, norm_ratio_loss
 from copynce_fast.ops.infonce import infonce
 from copynce_fast.ops.koleo import koleo
 from copynce_fast.ops.overlap import patch_overlap
 from copynce_fast.utils.dist import gather_with_local_grad
 
-__all__ = ["DescriptorObjective", "MatcherObjective", "batch_counts"]
+__all__ = ["DescriptorObjective", "MatcherObjective", "batch_counts", "coverage", "ASL_COVERAGE_GAP"]
+
+ASL_COVERAGE_GAP = 0.1  # a pair is ordered by content when its two coverages differ by at least this much
 
 
 def batch_counts(batch: dict, patch_size: int, device, impl: str | None = None):
@@ -58,6 +61,51 @@ class _CopyNCETerm(nn.Module):
         return self.loss(q_tokens, r_tokens, counts, flags=flags)
 
 
+def coverage(counts_qr: torch.Tensor, counts_rq: torch.Tensor, patch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(cov_q, cov_r), each [B] fp32: the share of the query's pixels that show the reference, and of the
+    reference's pixels that the query shows (PixTrace counts, last column = no correspondence)."""
+    area = patch_size * patch_size
+    cov_q = 1.0 - counts_qr[..., -1].float().sum(dim=1) / (counts_qr.shape[1] * area)
+    cov_r = 1.0 - counts_rq[..., -1].float().sum(dim=1) / (counts_rq.shape[1] * area)
+    return cov_q, cov_r
+
+
+class _ASLTerm(nn.Module):
+    """Asymmetric-similarity term (ops/asl.py): ASL's norm-ratio loss + an InfoNCE on the asymmetric score.
+
+    The plans say exactly how much of each other two views show (:func:`coverage`). A copy pair whose query shows
+    a part of its reference (``cov_q - cov_r >= ASL_COVERAGE_GAP``) is *ordered*: the reference holds more
+    content, so
+
+    * norm ratio (the repo's ``train.py``): ``exp(1 - |f_r| / |f_q|)`` over the ordered pairs;
+    * asymmetric InfoNCE: logits ``scale * s(q_i -> r_j)`` over the batch's references (in-batch negatives,
+      sibling parts among them with ``data.sibling_rate``) plus, for an ordered pair, the reverse direction
+      ``scale * s(r_i -> q_i)`` as a negative: the whole image is not a copy of its crop. The cosine is the same
+      both ways, so only the norms can separate them.
+
+    Queries holding *more* than their reference (the copy pasted into another image) are not ordered: ASL's rule
+    would call them non-copies, DISC21 calls them copies. ``scale`` is the InfoNCE's learnable one.
+    """
+
+    def __init__(self, cfg: LossConfig, patch_size: int):
+        super().__init__()
+        self.weight, self.gamma, self.patch_size = cfg.asl_weight, cfg.asl_gamma, patch_size
+        self.impl = None if cfg.impl == "auto" else cfg.impl
+
+    def forward(self, out_q: dict, out_r: dict, batch: dict, scale: torch.Tensor) -> torch.Tensor:
+        qf, rf = out_q["feat"].float(), out_r["feat"].float()
+        qn, rn = out_q["norm"].float(), out_r["norm"].float()
+        cov_q, cov_r = coverage(*batch_counts(batch, self.patch_size, qf.device, self.impl), self.patch_size)
+        ordered = batch["is_copy"].to(qf.device) & (cov_q - cov_r >= ASL_COVERAGE_GAP)
+        ratio = norm_ratio_loss(rn[ordered], qn[ordered])
+        forward_scores = asymmetric_score(qf, qn, rf, rn, self.gamma)  # [n, n], row i: query i -> references
+        reverse = asymmetric_score(rf, rn, qf, qn, self.gamma, pairs=True)  # [n]: reference i -> its query
+        reverse = torch.where(ordered, reverse, torch.full_like(reverse, -torch.inf))
+        logits = scale * torch.cat([forward_scores, reverse[:, None]], dim=1)
+        target = torch.arange(qf.shape[0], device=qf.device)
+        return self.weight * (ratio + F.cross_entropy(logits, target))
+
+
 class DescriptorObjective(nn.Module):
     """InfoNCE (learnable log-scale, gathered across ranks) + CopyNCE on last-block tokens + KoLeo.
 
@@ -70,6 +118,7 @@ class DescriptorObjective(nn.Module):
         self.cfg = cfg
         self.log_scale = nn.Parameter(torch.tensor(float(cfg.infonce_log_scale)))  # no weight decay
         self.copynce = _CopyNCETerm(cfg, patch_size) if cfg.copynce_weight > 0 else None
+        self.asl = _ASLTerm(cfg, patch_size) if cfg.asl_weight > 0 else None
 
     def forward(self, out_q: dict, out_r: dict, batch: dict) -> dict[str, torch.Tensor]:
         n = out_q["feat"].shape[0]
@@ -82,6 +131,8 @@ class DescriptorObjective(nn.Module):
             terms["koleo"] = self.cfg.koleo_weight * koleo(feats, n, num_local=2 * n)
         if self.copynce is not None:
             terms["copynce"] = self.copynce(out_q["tokens"], out_r["tokens"], batch)
+        if self.asl is not None:
+            terms["asl"] = self.asl(out_q, out_r, batch, self.log_scale.exp())
         terms["total"] = sum(terms.values())
         return terms
 
@@ -91,6 +142,8 @@ class MatcherObjective(nn.Module):
 
     def __init__(self, cfg: LossConfig, patch_size: int = 16):
         super().__init__()
+        if cfg.asl_weight > 0:
+            raise ValueError("loss.asl_weight: the ASL term is a descriptor loss (the matcher has no descriptors)")
         self.cfg = cfg
         self.copynce = _CopyNCETerm(cfg, patch_size) if cfg.copynce_weight > 0 else None
 
