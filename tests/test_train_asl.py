@@ -77,6 +77,7 @@ def test_asl_gradient_grows_the_reference_norm_of_an_ordered_pair():
     d_ref = float(r_raw.grad[0] @ r_raw[0].detach()) / float(r_raw[0].detach().norm())
     d_query = float(q_raw.grad[0] @ q_raw[0].detach()) / float(q_raw[0].detach().norm())
     assert d_ref < 0 < d_query  # descending: the reference (more content) grows, its crop shrinks
+    assert torch.isfinite(obj.log_scale.grad)  # the masked reverse logits must not leak -inf * 0 into it
 
 
 def test_asl_is_off_by_default_and_descriptor_only():
@@ -84,3 +85,23 @@ def test_asl_is_off_by_default_and_descriptor_only():
     assert DescriptorObjective(LossConfig()).asl is None
     with pytest.raises(ValueError, match="loss.asl_weight"):
         MatcherObjective(LossConfig(asl_weight=1.0))
+    with pytest.raises(ValueError, match="loss.asl_gamma"):
+        DescriptorObjective(LossConfig(asl_weight=1.0, asl_gamma=math.inf))
+
+
+def test_training_with_asl_and_siblings_runs_on_cpu(tmp_path):
+    from copynce_fast.config import Config, DataConfig, ModelConfig, OptimConfig, RunConfig
+    from copynce_fast.train import train
+
+    cfg = Config(
+        model=ModelConfig(arch="vit_tiny", img_size=32, dim=16, freeze_patch_embed=False),
+        data=DataConfig(synthetic_images=3, batch_size=8, num_workers=0, hard_negatives=False, sibling_rate=0.5),
+        loss=LossConfig(copynce_weight=1.0, asl_weight=1.0, impl="torch"),
+        optim=OptimConfig(base_lr=1e-3, lr_scaling_batch=1024, epochs=4, warmup_epochs=0.0),
+        run=RunConfig(out_dir=str(tmp_path), log_every=1, ckpt_every=100, compile=False, eval_after=False,
+                      progress=False, max_steps=4))
+    res = train(cfg)
+    assert res.steps == 4
+    asl = [row["asl"] for row in res.history]
+    assert all(math.isfinite(v) and v > 0 for v in asl)
+    assert all(math.isfinite(row["total"]) for row in res.history)

@@ -14,6 +14,7 @@ import torch
 from copynce_fast.config import Config
 from copynce_fast.data.batch import to_device
 from copynce_fast.data.batch_samplers import EpochBatchSampler, NeighbourBatchSampler
+from copynce_fast.data.siblings import SiblingBatchSampler
 from copynce_fast.data.torch_loader import PairLoader
 from copynce_fast.data.presets import AugmentConfig, descriptor_preset, matcher_preset
 from copynce_fast.data.sources import ImageSource, open_source
@@ -45,7 +46,7 @@ def augment_config(cfg: Config) -> AugmentConfig:
 @dataclass
 class TrainData:
     source: ImageSource
-    sampler: EpochBatchSampler  # or its NeighbourBatchSampler subclass (hard negatives)
+    sampler: EpochBatchSampler  # or NeighbourBatchSampler (hard negatives), or a SiblingBatchSampler around either
     loader: PairLoader | None  # the torch CPU executor (None with DALI)
     device: torch.device
     dali_args: dict | None = None  # DaliPairLoader arguments; built at the first epoch that is iterated
@@ -100,8 +101,26 @@ def _supervised_data(cfg: Config, device: torch.device, dist_info: DistInfo) -> 
     return TrainData(ds.source, sampler, loader, device)
 
 
+def _with_siblings(cfg: Config, sampler, backend: str) -> tuple[object, str]:
+    """``data.sibling_rate`` > 0: wrap the sampler so that a share of each batch is sibling pairs
+    (copynce_fast/data/siblings.py); they need the torch loader (DALI renders references as whole-image resizes)."""
+    if cfg.data.sibling_rate <= 0:
+        return sampler, backend
+    if cfg.model.kind != "descriptor":
+        raise ValueError("data.sibling_rate: sibling pairs are in-batch hard negatives of the descriptor")
+    if backend == "dali":
+        if cfg.data.backend == "dali":
+            raise ValueError("data.sibling_rate: the DALI loader renders every reference as a whole-image resize, "
+                             "not a part; use data.backend=torch")
+        log.info("data.sibling_rate: using the torch loader (the DALI loader has no part references)")
+        backend = "torch"
+    return SiblingBatchSampler(sampler, cfg.data.sibling_rate, seed=cfg.run.seed), backend
+
+
 def build_train_data(cfg: Config, device: torch.device, dist_info: DistInfo) -> TrainData:
     if cfg.data.pairs_csv:
+        if cfg.data.sibling_rate > 0:
+            raise ValueError("data.sibling_rate: known-copy pairs (data.pairs_csv) have no plans to split")
         return _supervised_data(cfg, device, dist_info)
     source = train_source(cfg)
     knn = load_knn_table(cfg.data.knn_path, len(source))[:, :cfg.data.knn_k] if cfg.data.knn_path else None
@@ -118,7 +137,7 @@ def build_train_data(cfg: Config, device: torch.device, dist_info: DistInfo) -> 
                         "%d pairs per rank, not the reference's 2 x %d with neighbours (build a table with "
                         "`copynce-fast knn`)", cfg.data.batch_size, cfg.data.batch_size)
         sampler = EpochBatchSampler(len(source), cfg.data.batch_size, **shard)
-    backend = resolve_backend(cfg.data.backend, device)
+    sampler, backend = _with_siblings(cfg, sampler, resolve_backend(cfg.data.backend, device))
     if backend == "dali":
         gpu = device.type == "cuda"
         dali_args = dict(source=source, cfg=augment_config(cfg), batch_size=sampler.batch_size,

@@ -5,6 +5,8 @@ scalars: ``total`` (for backward) and the weighted components (for logging; read
 """
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -89,6 +91,8 @@ class _ASLTerm(nn.Module):
 
     def __init__(self, cfg: LossConfig, patch_size: int):
         super().__init__()
+        if not (math.isfinite(cfg.asl_gamma) and cfg.asl_gamma >= 0):
+            raise ValueError(f"loss.asl_gamma: must be finite and >= 0 for training, got {cfg.asl_gamma!r}")
         self.weight, self.gamma, self.patch_size = cfg.asl_weight, cfg.asl_gamma, patch_size
         self.impl = None if cfg.impl == "auto" else cfg.impl
 
@@ -100,8 +104,9 @@ class _ASLTerm(nn.Module):
         ratio = norm_ratio_loss(rn[ordered], qn[ordered])
         forward_scores = asymmetric_score(qf, qn, rf, rn, self.gamma)  # [n, n], row i: query i -> references
         reverse = asymmetric_score(rf, rn, qf, qn, self.gamma, pairs=True)  # [n]: reference i -> its query
-        reverse = torch.where(ordered, reverse, torch.full_like(reverse, -torch.inf))
-        logits = scale * torch.cat([forward_scores, reverse[:, None]], dim=1)
+        # mask after scaling: scale * -inf would send -inf * 0 = nan into the scale's gradient
+        reverse = torch.where(ordered, scale * reverse, torch.full_like(reverse, -torch.inf))
+        logits = torch.cat([scale * forward_scores, reverse[:, None]], dim=1)
         target = torch.arange(qf.shape[0], device=qf.device)
         return self.weight * (ratio + F.cross_entropy(logits, target))
 
