@@ -28,7 +28,8 @@ import math
 
 import torch
 
-__all__ = ["asymmetric_score_ref", "asymmetric_score", "norm_ratio_loss_ref", "norm_ratio_loss"]
+__all__ = ["asymmetric_score_ref", "asymmetric_score", "asymmetric_from_cosine", "norm_ratio_loss_ref",
+           "norm_ratio_loss"]
 
 
 def _check_side(name: str, feat: torch.Tensor, norm: torch.Tensor) -> None:
@@ -61,15 +62,27 @@ def asymmetric_score_ref(q_feat: torch.Tensor, q_norm: torch.Tensor, r_feat: tor
     if pairs and q_feat.shape[0] != r_feat.shape[0]:
         raise ValueError(f"pairs=True needs as many references as queries, got {q_feat.shape[0]} and "
                          f"{r_feat.shape[0]}")
-    if not gamma >= 0:
-        raise ValueError(f"gamma must be >= 0, got {gamma!r}")
     with torch.autocast(q_feat.device.type, enabled=False):  # fp32 even inside an autocast region
         qf, rf = q_feat.float(), r_feat.float()
-        lq, lr = torch.log(q_norm.float()), torch.log(r_norm.float())
         if pairs:
-            cos, excess = (qf * rf).sum(dim=1), lq - lr
-        else:
-            cos, excess = qf @ rf.t(), lq[:, None] - lr[None, :]
+            return asymmetric_from_cosine((qf * rf).sum(dim=1), q_norm, r_norm, gamma)
+        return asymmetric_from_cosine(qf @ rf.t(), q_norm[:, None], r_norm[None, :], gamma)
+
+
+def asymmetric_from_cosine(cos: torch.Tensor, q_norm: torch.Tensor, r_norm: torch.Tensor,
+                           gamma: float = 1.0) -> torch.Tensor:
+    """The asymmetric score from cosines already computed (e.g. a kNN's candidate scores), fp32.
+
+    Args:
+        cos: any shape, the cosines ``cos(q, r)``.
+        q_norm, r_norm: query / reference norms before normalisation (> 0), broadcastable to ``cos``.
+        gamma: as :func:`asymmetric_score_ref`.
+    """
+    if not gamma >= 0:
+        raise ValueError(f"gamma must be >= 0, got {gamma!r}")
+    with torch.autocast(cos.device.type, enabled=False):
+        cos = cos.float()
+        excess = torch.log(q_norm.float()) - torch.log(r_norm.float())
         if math.isinf(gamma):  # 0 * inf would be nan where the query is not the larger
             return torch.where(excess > 0, torch.full_like(cos, -math.inf), cos)
         return cos - gamma * torch.relu(excess)
