@@ -13,6 +13,8 @@ packages = [
     "copynce_fast.pixtrace",
     "copynce_fast.data",
     "copynce_fast.models",
+    "copynce_fast.search",
+    "copynce_fast.inference",
     "copynce_fast.eval",
     "copynce_fast.train",
     "copynce_fast.utils",

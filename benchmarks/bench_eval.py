@@ -29,9 +29,9 @@ from PIL import Image
 sys.path.insert(0, str(Path(__file__).parent))
 import _bench  # noqa: E402
 
-from copynce_fast.eval.extract import ImageDataset, extract_features, make_loader  # noqa: E402
-from copynce_fast.eval.extract_dali import DaliImageBatches, dali_available  # noqa: E402
-from copynce_fast.eval.images import ImageItem, normalize  # noqa: E402
+from copynce_fast.inference.extract import ImageDataset, extract_features, make_loader  # noqa: E402
+from copynce_fast.inference.extract_dali import DaliImageBatches, dali_available  # noqa: E402
+from copynce_fast.inference.images import ImageItem, normalize  # noqa: E402
 from copynce_fast.models.loading import load_model  # noqa: E402
 from copynce_fast.utils.device import autocast  # noqa: E402
 from bench_eval_search import BenchConfig, BenchResult, providers, run_one  # noqa: E402

@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass
 
 import torch
 
-from copynce_fast.eval.search import faiss_available, faiss_gpu_count, knn
+from copynce_fast.search.knn import faiss_available, faiss_gpu_count, knn
 from copynce_fast.utils import benchmarking as bench
 
 TARGET_N, TARGET_M, TARGET_S = 50_000, 1_000_000, 5.0

@@ -4,7 +4,7 @@ import pytest
 from PIL import Image
 
 from copynce_fast.cli import main
-from copynce_fast.eval.features import load_features
+from copynce_fast.search.features import load_features
 
 MODEL = ["--random-init", "--arch", "vit_tiny", "--img-size", "32", "--dim", "16", "--workers", "0",
          "--no-progress", "--batch-size", "2"]

@@ -7,8 +7,8 @@ import pytest
 from PIL import Image
 
 from copynce_fast.cli import main
-from copynce_fast.eval.features import save_features
-from copynce_fast.eval.search import read_predictions_csv
+from copynce_fast.search.features import save_features
+from copynce_fast.search.predictions import read_predictions_csv
 
 MODEL = ["--random-init", "--arch", "vit_tiny", "--img-size", "64", "--dim", "32", "--workers", "0",
          "--no-progress"]

@@ -9,8 +9,8 @@ from PIL import Image
 
 from copynce_fast.cli import main
 from copynce_fast.config import Config, ModelConfig, to_dict
-from copynce_fast.eval.features import load_features
-from copynce_fast.eval.images import load_image, normalize
+from copynce_fast.search.features import load_features
+from copynce_fast.inference.images import load_image, normalize
 from copynce_fast.models.loading import build_model, load_model
 from copynce_fast.models.loading import checkpoint_format as detect_format
 from copynce_fast.models import vit_tiny

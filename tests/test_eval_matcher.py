@@ -5,7 +5,7 @@ import torch
 from PIL import Image
 
 from copynce_fast.cli import main
-from copynce_fast.eval.images import decode_image, normalize, preprocess
+from copynce_fast.inference.images import decode_image, normalize, preprocess
 from copynce_fast.eval.local_verification import (
     N_QUERY_VIEWS,
     N_REFERENCE_VIEWS,
@@ -16,7 +16,7 @@ from copynce_fast.eval.local_verification import (
 )
 from copynce_fast.eval.matcher_eval import encode, fuse_logits, rescore_pairs
 from copynce_fast.models.loading import load_model
-from copynce_fast.eval.search import read_predictions_csv
+from copynce_fast.search.predictions import read_predictions_csv
 
 S = 32
 

@@ -142,7 +142,7 @@ def non_negative_int(text: str) -> int:
 
 def read_features(flag: str, path: Path):
     """Load a feature file (.npz) or shard directory, with errors that name ``flag`` and the path."""
-    from copynce_fast.eval.features import load_features
+    from copynce_fast.search.features import load_features
 
     path = existing_file(flag, path)
     try:

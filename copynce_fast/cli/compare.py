@@ -47,10 +47,10 @@ def add_parser(subparsers) -> None:
 
 
 def run(args) -> int:
-    from copynce_fast.eval.compare import compare
+    from copynce_fast.inference.compare import compare
     from copynce_fast.viz.compare import render_comparison
     from copynce_fast.data.decode import BadImage
-    from copynce_fast.eval.images import decode_image, preprocess
+    from copynce_fast.inference.images import decode_image, preprocess
 
     images = []
     for flag, path in (("query", args.query), ("reference", args.reference)):

@@ -68,7 +68,7 @@ def add_parser(subparsers) -> None:
 
 def list_source(flag: str, source: Path, split: str | None = None, root: Path | None = None):
     """Images of ``source`` as ImageItems; errors name ``flag`` and the path."""
-    from copynce_fast.eval.images import list_images
+    from copynce_fast.inference.images import list_images
 
     if not source.exists():
         raise CliError(f"{flag}: no such file or folder: {source}")
@@ -80,7 +80,7 @@ def list_source(flag: str, source: Path, split: str | None = None, root: Path | 
 
 def run_extraction(command: str, args, loaded, items, out: Path, max_images: int | None = None):
     """Extract ``items`` into ``out`` with the loader flags of ``args``; report skipped images as warnings."""
-    from copynce_fast.eval.extract import extract_features
+    from copynce_fast.inference.extract import extract_features
 
     result = extract_features(loaded, items, out, batch_size=args.batch_size, num_workers=args.workers,
                               amp=args.amp, dtype=args.dtype, shard_size=args.shard_size, max_images=max_images,

@@ -34,7 +34,7 @@ def add_parser(subparsers) -> None:
 
 
 def run(args) -> int:
-    from copynce_fast.eval.index import build_index
+    from copynce_fast.search.index import build_index
 
     feats = read_features("references", args.references)
     out = build_index(feats, args.out, kind=args.index_type, backend=args.backend, nlist=args.nlist,

@@ -29,7 +29,7 @@ def add_parser(subparsers) -> None:
 def run(args) -> int:
     import numpy as np
 
-    from copynce_fast.eval.features import load_features
+    from copynce_fast.search.features import load_features
     from copynce_fast.data.sources import open_source
     from copynce_fast.train.hnm import build_knn_table, save_knn_table
 

@@ -58,7 +58,7 @@ def run(args) -> int:
 
     from copynce_fast.eval.disc21 import read_candidates, topk_per_query
     from copynce_fast.eval.matcher_eval import rescore_pairs
-    from copynce_fast.eval.search import write_predictions_csv
+    from copynce_fast.search.predictions import write_predictions_csv
 
     path = existing_file("candidates", args.candidates)
     try:

@@ -96,7 +96,8 @@ def run(args) -> int:
     import torch
 
     from copynce_fast.utils.device import resolve_device
-    from copynce_fast.eval.search import knn, knn_to_predictions, write_predictions_csv
+    from copynce_fast.search.knn import knn
+    from copynce_fast.search.predictions import knn_to_predictions, write_predictions_csv
 
     if args.query_images is not None or args.reference_images is not None:
         args.queries, args.references = _features_from_folders(args)
@@ -121,7 +122,7 @@ def run(args) -> int:
     q = read_features("--queries", args.queries)
     xq = as_input(q.features)
     if args.index is not None:
-        from copynce_fast.eval.index import load_index
+        from copynce_fast.search.index import load_index
 
         if not args.index.exists():
             raise CliError(f"--index: no such folder: {args.index}")
@@ -148,7 +149,7 @@ def run(args) -> int:
     else:
         scores, rows = knn(xq, as_input(r.features), k, metric="ip", backend=args.backend)
     if args.score_norm is not None:
-        from copynce_fast.eval.score_norm import normalize_scores
+        from copynce_fast.search.score_norm import normalize_scores
 
         aux = read_features("--aux", args.aux)
         if aux.dim != q.dim:

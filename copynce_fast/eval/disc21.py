@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from copynce_fast.eval.protocols import Protocol, evaluate_pairs, locate_layout
-from copynce_fast.eval.search import read_predictions_csv
+from copynce_fast.search.predictions import read_predictions_csv
 
 OFFICIAL_MAX_PREDICTIONS = 500_000
 

@@ -31,11 +31,11 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from copynce_fast.data.decode import BadImage
-from copynce_fast.eval.images import decode_image, normalize, preprocess
 from copynce_fast.eval.local_verification import N_QUERY_VIEWS, PAIR_VIEWS, render_views
+from copynce_fast.inference.images import decode_image, normalize, preprocess
+from copynce_fast.models import CopyMatcher
 from copynce_fast.models.loading import LoadedModel
 from copynce_fast.utils.device import autocast
-from copynce_fast.models import CopyMatcher
 
 
 def encode(matcher: CopyMatcher, images: Tensor) -> Tensor:

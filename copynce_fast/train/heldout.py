@@ -15,7 +15,8 @@ from copynce_fast.data.plan_sampler import PairKey
 from copynce_fast.data.torch_loader import CopyPairDataset
 from copynce_fast.data.sources import ImageSource, synthetic_source
 from copynce_fast.eval.metrics import Metrics, evaluate
-from copynce_fast.eval.search import knn, knn_to_predictions
+from copynce_fast.search.knn import knn
+from copynce_fast.search.predictions import knn_to_predictions
 from copynce_fast.train.data import augment_config, train_source
 
 __all__ = ["heldout_eval", "HELDOUT_EPOCH"]

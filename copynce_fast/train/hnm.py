@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from copynce_fast.eval.search import knn
+from copynce_fast.search.knn import knn
 
 __all__ = ["build_knn_table", "save_knn_table", "load_knn_table"]
 

@@ -4,13 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from copynce_fast.eval.search import (
-    faiss_available,
-    knn,
-    knn_to_predictions,
-    read_predictions_csv,
-    write_predictions_csv,
-)
+from copynce_fast.search.knn import faiss_available, knn
+from copynce_fast.search.predictions import knn_to_predictions, read_predictions_csv, write_predictions_csv
 
 needs_faiss = pytest.mark.skipif(not faiss_available(), reason="faiss not installed")
 

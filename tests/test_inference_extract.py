@@ -4,9 +4,9 @@ import pytest
 import torch
 from PIL import Image
 
-from copynce_fast.eval.extract import ImageDataset, collate_images, extract_features
-from copynce_fast.eval.features import load_features
-from copynce_fast.eval.images import (
+from copynce_fast.inference.extract import ImageDataset, collate_images, extract_features
+from copynce_fast.search.features import load_features
+from copynce_fast.inference.images import (
     IMAGENET_MEAN,
     IMAGENET_STD,
     ImageItem,
@@ -150,7 +150,7 @@ def test_extract_with_worker_processes(tmp_path, descriptor):
 
 def test_dali_cpu_loader_agrees_with_the_pil_path(tmp_path, descriptor):
     pytest.importorskip("nvidia.dali")
-    from copynce_fast.eval.extract_dali import DaliImageBatches
+    from copynce_fast.inference.extract_dali import DaliImageBatches
 
     items = make_images(tmp_path / "imgs", [f"d{k}.png" for k in range(5)])
     (tmp_path / "imgs" / "bad.jpg").write_bytes(b"\xff\xd8\xff\xe0 junk")
@@ -169,7 +169,7 @@ def test_dali_cpu_loader_agrees_with_the_pil_path(tmp_path, descriptor):
 
 def test_dali_failure_inside_a_batch_falls_back_to_pil(tmp_path):
     pytest.importorskip("nvidia.dali")
-    from copynce_fast.eval.extract_dali import DaliImageBatches
+    from copynce_fast.inference.extract_dali import DaliImageBatches
 
     items = make_images(tmp_path / "imgs", ["a.png", "b.png", "c.png"])
     data = bytearray((tmp_path / "imgs" / "b.png").read_bytes())

@@ -6,8 +6,8 @@ import pytest
 import torch
 from PIL import Image
 
-from copynce_fast.eval.compare import affinity_entropy, compare, mutual_nearest_neighbours, patch_cosine
-from copynce_fast.eval.images import preprocess
+from copynce_fast.inference.compare import affinity_entropy, compare, mutual_nearest_neighbours, patch_cosine
+from copynce_fast.inference.images import preprocess
 from copynce_fast.viz.compare import HEADER, canvas_size, render_comparison
 from copynce_fast.models.loading import load_model
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from copynce_fast.eval.features import FeatureWriter, consolidate, load_features, save_features
+from copynce_fast.search.features import FeatureWriter, consolidate, load_features, save_features
 
 IDS = [f"R{i:06d}" for i in range(100)]
 FEATS = np.random.default_rng(0).standard_normal((100, 12)).astype(np.float32)

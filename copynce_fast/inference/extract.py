@@ -2,10 +2,10 @@
 
 Output (``out``):
 
-* a directory: a :class:`~copynce_fast.eval.features.FeatureWriter` shard directory (``index.json`` +
+* a directory: a :class:`~copynce_fast.search.features.FeatureWriter` shard directory (``index.json`` +
   ``shard_*.npz``), read back by ``load_features(dir)``;
 * a path ending in ``.npz``: shards are written to ``<out>.parts/`` while running and, once every image is
-  done, consolidated into the single ``.npz`` feature file (format in ``eval/features.py``) and the parts
+  done, consolidated into the single ``.npz`` feature file (format in ``search/features.py``) and the parts
   folder removed.
 
 Resuming: rerunning with the same output skips the ids already stored (the metadata -- model name, dim,
@@ -31,13 +31,13 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
-from copynce_fast.eval.features import FeatureWriter, consolidate, load_features
 from copynce_fast.data.decode import BadImage
-from copynce_fast.eval.images import ImageItem, load_image, normalize
-from copynce_fast.eval.extract_dali import DaliImageBatches, dali_available
-from copynce_fast.models.loading import LoadedModel
-from copynce_fast.utils.device import autocast
+from copynce_fast.inference.extract_dali import DaliImageBatches, dali_available
+from copynce_fast.inference.images import ImageItem, load_image, normalize
 from copynce_fast.models import CopyDescriptor
+from copynce_fast.models.loading import LoadedModel
+from copynce_fast.search.features import FeatureWriter, consolidate, load_features
+from copynce_fast.utils.device import autocast
 
 
 class ImageDataset(Dataset):
@@ -117,7 +117,7 @@ def extract_features(loaded: LoadedModel, items: Sequence[ImageItem], out: str |
         max_images: stop after this many new images (None = all).
         progress: tqdm progress bar.
         loader: "torch" (PIL decode in DataLoader workers), "dali" (DALI decode + resize, on the GPU when
-            the model is on CUDA; :mod:`copynce_fast.eval.extract_dali`) or "auto" (DALI on CUDA when
+            the model is on CUDA; :mod:`copynce_fast.inference.extract_dali`) or "auto" (DALI on CUDA when
             installed, else torch).
 
     Returns:

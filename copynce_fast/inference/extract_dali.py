@@ -1,6 +1,6 @@
 """DALI decoding for extraction: JPEG/PNG decode + S×S resize on the GPU (``device_id=int``) or CPU (None).
 
-Optional (``nvidia-dali-cuda120``); :mod:`copynce_fast.eval.extract` uses it with ``loader="dali"`` (or
+Optional (``nvidia-dali-cuda120``); :mod:`copynce_fast.inference.extract` uses it with ``loader="dali"`` (or
 ``"auto"`` on CUDA when DALI is installed). It yields the same ``(indices, uint8 [n, 3, S, S], failures)``
 batches as the torch loader, so the rest of the extraction is shared.
 
@@ -9,7 +9,7 @@ Pipeline: a thread pool reads each file and checks its header with the project d
 failure, never fed to DALI); the bytes go through ``external_source`` -> ``decoders.image`` ("mixed" on the
 GPU, RGB, EXIF orientation applied) -> ``resize`` to S×S (cubic, antialiased, aspect not kept) -> CHW.
 A file DALI still cannot decode invalidates the pipeline (DALI's behaviour): that batch is then decoded with
-PIL (:func:`copynce_fast.eval.images.load_image`) and the pipeline rebuilt.
+PIL (:func:`copynce_fast.inference.images.load_image`) and the pipeline rebuilt.
 
 Pixels differ slightly from the PIL path (DALI's cubic resize vs PIL's bicubic: about 0.3 grey levels mean
 absolute difference on noise images; tested), so do not mix the two loaders inside one feature file if
@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from copynce_fast.data.decode import BadImage, DecodeLimits, probe_bytes
-from copynce_fast.eval.images import ImageItem, load_image
+from copynce_fast.inference.images import ImageItem, load_image
 
 
 def dali_available() -> bool:

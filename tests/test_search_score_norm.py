@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 import torch
 
-from copynce_fast.eval.score_norm import (
+from copynce_fast.search.score_norm import (
     aux_bias,
     normalize_copynce,
     normalize_isc2021,

@@ -21,7 +21,7 @@ The ISC2021 and SSCD code implement the subtraction by appending ``-weight·bias
 ``1`` to every reference vector before the search; subtracting from the scores of a fixed per-query top-k,
 as done here, gives the same per-query lists.
 
-The auxiliary neighbours come from :func:`copynce_fast.eval.search.knn` (faiss, or torch chunked matmul +
+The auxiliary neighbours come from :func:`copynce_fast.search.knn.knn` (faiss, or torch chunked matmul +
 top-k): only the top ``end`` similarities per query are ever kept, never a full sort of the aux set.
 """
 from __future__ import annotations
@@ -31,7 +31,7 @@ from typing import Literal
 import numpy as np
 import torch
 
-from copynce_fast.eval.search import ArrayLike, knn
+from copynce_fast.search.knn import ArrayLike, knn
 
 Variant = Literal["copynce", "isc2021", "sscd"]
 
@@ -57,7 +57,7 @@ def aux_bias(queries: ArrayLike, aux: ArrayLike, start: int, end: int, *, backen
         queries: (N, D) float array / tensor (L2-normalised descriptors: similarities are cosines).
         aux: (A, D) auxiliary descriptors, same kind as ``queries``; A >= end.
         start, end: position range, 0 <= start < end.
-        backend, batch_size: passed to :func:`~copynce_fast.eval.search.knn` (exact flat search).
+        backend, batch_size: passed to :func:`~copynce_fast.search.knn.knn` (exact flat search).
 
     Returns:
         (N,) float32 bias, numpy or torch like ``queries``.

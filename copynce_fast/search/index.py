@@ -13,9 +13,9 @@ On disk an index is a directory::
 Scores are inner products (cosines for the L2-normalised descriptors), larger = closer. "flat" is exact;
 "ivf" / "ivfpq" are approximate (IVF-Flat / IVF-PQ, trained on up to 256·nlist references), searched with
 ``nprobe`` lists (default ``min(nlist, 16)``, overridable at search time). The index is built by the
-package's one faiss builder, :func:`copynce_fast.eval.search.faiss_index`, with the same parameter rules
-(:func:`~copynce_fast.eval.search.ivf_params`). Exact search without a saved index is
-:func:`copynce_fast.eval.search.knn`.
+package's one faiss builder, :func:`copynce_fast.search.knn.faiss_index`, with the same parameter rules
+(:func:`~copynce_fast.search.knn.ivf_params`). Exact search without a saved index is
+:func:`copynce_fast.search.knn.knn`.
 """
 from __future__ import annotations
 
@@ -26,8 +26,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from copynce_fast.eval.features import Features
-from copynce_fast.eval.search import faiss_available, faiss_gpu_count, faiss_index, ivf_params, knn
+from copynce_fast.search.features import Features
+from copynce_fast.search.knn import faiss_available, faiss_gpu_count, faiss_index, ivf_params, knn
 
 FORMAT = "copynce-fast-index"
 VERSION = 1

@@ -26,10 +26,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from copynce_fast.eval.images import normalize
+from copynce_fast.inference.images import normalize
+from copynce_fast.models import CopyDescriptor, CopyMatcher
 from copynce_fast.models.loading import LoadedModel
 from copynce_fast.utils.device import autocast
-from copynce_fast.models import CopyDescriptor, CopyMatcher
 
 
 @dataclass
@@ -96,7 +96,7 @@ def compare(loaded: LoadedModel, query: Tensor, reference: Tensor, *, scale: flo
 
     Args:
         loaded: a matcher or a descriptor.
-        query, reference: uint8 ``[3, S, S]`` images (:func:`copynce_fast.eval.images.load_image`).
+        query, reference: uint8 ``[3, S, S]`` images (:func:`copynce_fast.inference.images.load_image`).
         scale: CopyNCE scale ``s`` of the affinity softmax.
         amp: "bf16" autocast on CUDA, or "none".
         top: number of mutual-nearest-neighbour correspondences kept.
@@ -106,7 +106,6 @@ def compare(loaded: LoadedModel, query: Tensor, reference: Tensor, *, scale: flo
     """
     model, device = loaded.model, loaded.device
     x = normalize(torch.stack([query, reference]), device)
-    h, w = x.shape[-2] // 16, x.shape[-1] // 16
     with autocast(device, amp):
         if isinstance(model, CopyMatcher):
             out = model(x[:1], x[1:])
@@ -118,6 +117,7 @@ def compare(loaded: LoadedModel, query: Tensor, reference: Tensor, *, scale: flo
             q_tok, r_tok = out["tokens"][0], out["tokens"][1]
         else:
             raise ValueError(f"model must be a CopyMatcher or CopyDescriptor, got {type(model).__name__}")
+    h, w = x.shape[-2] // model.patch_size, x.shape[-1] // model.patch_size
     cos = patch_cosine(q_tok, r_tok)
     return Comparison(
         score=score, kind=loaded.kind,
