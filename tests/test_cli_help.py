@@ -14,6 +14,8 @@ EXPECTED = {
     "rescore": ["candidates", "--query-images", "--reference-images", "--out", "--local-verification",
                 "--chunk-pairs", "--weights"],
     "compare": ["query", "reference", "--out", "--scale", "--panel", "--lines", "--weights"],
+    "match-video": ["query", "reference", "--out", "--candidates", "--gt", "--plots", "--tn-param", "--score-norm",
+                    "--fps", "--weights"],
     "export": ["--to", "--out", "--opset", "--weights"],
     "bench": ["name", "--quick", "--benchmarks-dir"],
     "train": ["--preset", "--config", "--print-config"],

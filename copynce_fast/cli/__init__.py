@@ -1,7 +1,7 @@
 """The ``copynce-fast`` command line: one argparse parser, one module per subcommand.
 
-Each subcommand lives in ``copynce_fast/cli/<name>.py`` and exposes ``add_parser(subparsers)`` (adds its
-sub-parser) and ``run(args) -> int`` (the exit code). Modules import torch, faiss and the models inside
+Each subcommand lives in ``copynce_fast/cli/<name>.py`` (``-`` in a name is ``_`` in the file) and exposes
+``add_parser(subparsers)`` (adds its sub-parser) and ``run(args) -> int`` (the exit code). Modules import torch, faiss and the models inside
 ``run``, so ``copynce-fast --help`` stays fast.
 
 Errors: a bad argument or file is reported as one line ``copynce-fast <cmd>: error: ...`` on stderr with a
@@ -18,7 +18,8 @@ from copynce_fast import __version__
 from copynce_fast.cli._common import CliError, name_the_flag, one_line
 
 # The subcommands, in --help order.
-COMMANDS = ("extract", "index", "search", "evaluate", "rescore", "compare", "export", "bench", "train", "demo", "knn")
+COMMANDS = ("extract", "index", "search", "evaluate", "rescore", "compare", "match-video", "export", "bench", "train",
+            "demo", "knn")
 
 
 def _register(subparsers, module_name: str) -> None:
@@ -37,12 +38,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="copynce-fast",
         description="Image copy detection with CopyNCE models: extract descriptors, index, search, evaluate "
-                    "(μAP / RP90), rescore with the matcher, compare two images, export, benchmark.",
+                    "(μAP / RP90), rescore with the matcher, compare two images, match videos (copied segments, "
+                    "VSC2022 metrics), export, benchmark.",
         epilog="Run 'copynce-fast <command> --help' for the options of a command.")
     parser.add_argument("--version", action="version", version=f"copynce-fast {__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name in COMMANDS:
-        _register(subparsers, f"copynce_fast.cli.{name}")
+        _register(subparsers, f"copynce_fast.cli.{name.replace('-', '_')}")  # match-video -> match_video.py
     return parser
 
 

@@ -13,6 +13,8 @@ from copynce_fast.cli._common import (
     positive_int,
     warn,
 )
+from copynce_fast.cli._evaluate_vsc import HELP as VSC_HELP
+from copynce_fast.cli._evaluate_vsc import VSC_PROTOCOLS, add_vsc_args, run_vsc
 
 DESCRIPTION = """\
 Score predictions (CSV 'query_id,reference_id,score', or the reference's scores JSON) against a DISC21 ground
@@ -42,12 +44,19 @@ def _ks(text: str) -> list[int]:
     return ks
 
 
+# --protocol choices; "disc21" is the image protocol of this module, the vsc-* ones are in _evaluate_vsc.py
+PROTOCOLS = ("disc21", *VSC_PROTOCOLS)
+
+
 def add_parser(subparsers) -> None:
     from copynce_fast.eval.disc21 import OFFICIAL_MAX_PREDICTIONS
 
     p = add_subparser(subparsers, "evaluate", "μAP / RP90 / recall@k of predictions against a ground truth",
-                      DESCRIPTION)
-    p.add_argument("predictions", type=Path, help="predictions CSV (query_id,reference_id,score) or scores JSON")
+                      DESCRIPTION + "\n" + VSC_HELP)
+    p.add_argument("predictions", type=Path, nargs="?", default=None,
+                   help="predictions CSV (query_id,reference_id,score) or scores JSON; vsc-matching: segments CSV")
+    p.add_argument("--protocol", default="disc21", choices=PROTOCOLS,
+                   help="what is evaluated (default disc21: image pairs; vsc-*: videos, see above)")
     p.add_argument("--gt", type=Path, required=True, help="ground truth: CSV query_id,reference_id or JSON")
     p.add_argument("--out", type=Path, required=True, help="report folder (metrics.json, pr_curve.png)")
     p.add_argument("--topk", type=positive_int, default=None, help="keep the k best pairs per query first")
@@ -55,6 +64,7 @@ def add_parser(subparsers) -> None:
                    help=f"global cap on pairs (default {OFFICIAL_MAX_PREDICTIONS}, the ISC2021 rule; 0 = none)")
     p.add_argument("--recall-k", default="1,10", help="ranks for recall@k (default 1,10)")
     p.add_argument("--title", default=None, help="PR plot title (default: the predictions file name)")
+    add_vsc_args(p)
     add_common_args(p)
 
 
@@ -64,6 +74,8 @@ def run(args) -> int:
     from copynce_fast.utils.jsonio import write_json_report
     from copynce_fast.viz.curves import plot_pr_curve
 
+    if args.protocol in VSC_PROTOCOLS:
+        return run_vsc(args)
     ks = _ks(args.recall_k)
     preds_path = existing_file("predictions", args.predictions)
     gt_path = existing_file("--gt", args.gt)

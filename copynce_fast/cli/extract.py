@@ -15,6 +15,7 @@ from copynce_fast.cli._common import (
     positive_int,
     warn,
 )
+from copynce_fast.cli._video import add_sampling_args, list_video_items, run_video_extraction
 
 DESCRIPTION = """\
 Extract L2-normalised global descriptors with a CopyNCE descriptor (or a DINO ViT) and store them with their
@@ -28,10 +29,18 @@ output:
   --out DIR        a shard directory (index.json + shard_*.npz)
   --out FILE.npz   one .npz (ids, features, meta JSON); shards go to FILE.npz.parts/ until the end
 
+videos (--video): SOURCE is a folder of videos (recursive: .mp4 .mkv .webm .avi .mov ...), a .txt list or one
+video; the id is the file stem. Frames are sampled at --fps (sample k stands for [k/fps, (k+1)/fps] and shows
+the frame on screen at its middle, as ffmpeg's fps filter that the VSC2022 baseline uses), optionally plus
+scene cuts (--scene-threshold), decoded with PyAV in --workers processes (or DALI on the GPU), resized to S×S.
+The output is the VSC2022 layout (video_ids, timestamps [start, end] per frame, features), readable by the
+official VSC2022 tools; resumable per video; unreadable videos are skipped, counted and named.
+
 examples:
   copynce-fast extract images/ --out refs.npz --weights descriptor_vits_224.pth.tar
   copynce-fast extract /data/DISC21 --split dev --out dev_queries.npz --weights ckpt.pt --batch-size 256
   copynce-fast extract list.txt --out feats/ --random-init --arch vit_tiny --img-size 64
+  copynce-fast extract videos/ --video --fps 1 --out q.npz --weights ckpt.pt
 """
 
 
@@ -61,6 +70,10 @@ def add_parser(subparsers) -> None:
     p.add_argument("--root", type=Path, default=None, help="base folder for relative paths in a list file")
     p.add_argument("--max-images", type=non_negative_int, default=None,
                    help="stop after this many new images (resume later by rerunning)")
+    p.add_argument("--video", action="store_true", help="SOURCE holds videos: per-frame descriptors (see above)")
+    p.add_argument("--max-videos", type=non_negative_int, default=None,
+                   help="--video: stop after this many new videos (resume later by rerunning)")
+    add_sampling_args(p)
     add_extract_args(p)
     add_model_args(p)
     add_common_args(p)
@@ -92,7 +105,30 @@ def run_extraction(command: str, args, loaded, items, out: Path, max_images: int
     return result
 
 
+def run_video(args) -> int:
+    """``extract --video``: per-frame descriptors of a folder of videos (copynce_fast.video.extract)."""
+    for flag, value in (("--split", args.split), ("--root", args.root), ("--max-images", args.max_images)):
+        if value is not None:
+            raise CliError(f"{flag} is for images; with --video use a folder, a .txt list or one video "
+                           f"(and --max-videos)")
+    if not args.source.exists():
+        raise CliError(f"source: no such file or folder: {args.source}")
+    videos = list_video_items("source", args.source)
+    loaded = load_model_from_args(args, "descriptor")
+    for note in loaded.notes:
+        info(f"note: {note}")
+    result = run_video_extraction("extract", args, loaded, videos, args.out, args.max_videos)
+    state = "done" if result.complete else "stopped early (rerun the same command to resume)"
+    info(f"{len(videos)} videos: {result.already_done} already stored, {result.extracted} extracted "
+         f"({result.frames} frames at {args.fps:g} fps), {len(result.skipped)} skipped -> {args.out} [{state}]")
+    return 0
+
+
 def run(args) -> int:
+    if args.video:
+        return run_video(args)
+    if args.max_videos is not None or args.scene_threshold is not None:
+        raise CliError("--max-videos / --scene-threshold need --video")
     items = list_source("source", args.source, args.split, args.root)
     loaded = load_model_from_args(args, "descriptor")
     for note in loaded.notes:
