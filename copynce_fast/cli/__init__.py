@@ -1,8 +1,8 @@
 """The ``copynce-fast`` command line: one argparse parser, one module per subcommand.
 
 Each subcommand lives in ``copynce_fast/cli/<name>.py`` (``-`` in a name is ``_`` in the file) and exposes
-``add_parser(subparsers)`` (adds its sub-parser) and ``run(args) -> int`` (the exit code). Modules import torch, faiss and the models inside
-``run``, so ``copynce-fast --help`` stays fast.
+``add_parser(subparsers)`` (adds its sub-parser) and ``run(args) -> int`` (the exit code). Modules import torch,
+faiss and the models inside ``run``, so ``copynce-fast --help`` stays fast.
 
 Errors: a bad argument or file is reported as one line ``copynce-fast <cmd>: error: ...`` on stderr with a
 non-zero exit code (2 for usage errors found by argparse, 1 for everything found while running);
