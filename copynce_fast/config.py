@@ -4,6 +4,10 @@
     cfg = apply_overrides(cfg, ["--loss.copynce_weight=0", "--optim.epochs=5"])
     save_json(cfg, "run/config.json")
 
+Every field is validated when its section is built (presets, overrides, ``from_dict``, ``dataclasses.replace``):
+types are normalised (ints in float fields become floats, lists become tuples) and each number is checked against
+its range in ``FIELD_RULES``; errors are ``ValueError("--section.field: must be <range>, got <value>")``.
+
 Derived values (the scaled learning rate, steps per epoch) are computed by named functions at start-up and
 logged; the config itself is never mutated.
 """
@@ -12,18 +16,31 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import numbers
+import re
 import typing
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import Literal
 
 from copynce_fast.utils.jsonio import write_json
 
 __all__ = ["ModelConfig", "DataConfig", "LossConfig", "OptimConfig", "RunConfig", "Config", "PRESETS",
-           "get_preset", "apply_overrides", "to_dict", "from_dict", "save_json", "load_json", "scaled_lr"]
+           "FIELD_RULES", "ARCH_DEPTH", "get_preset", "apply_overrides", "to_dict", "from_dict", "save_json",
+           "load_json", "scaled_lr", "config_differences"]
+
+ARCH_DEPTH = {"vit_tiny": 4, "vit_small": 12, "vit_base": 12}  # transformer blocks per backbone
+
+
+class _Validated:
+    """Base of the config sections: ``__post_init__`` validates every field (see ``_validate_section``)."""
+
+    def __post_init__(self):
+        _validate_section(self)
 
 
 @dataclass(frozen=True)
-class ModelConfig:
+class ModelConfig(_Validated):
     kind: Literal["descriptor", "matcher"] = "descriptor"  # global descriptor or pairwise matcher
     arch: Literal["vit_tiny", "vit_small", "vit_base"] = "vit_small"  # backbone size
     img_size: int = 224  # input side (divisible by the patch size 16)
@@ -37,7 +54,7 @@ class ModelConfig:
 
 
 @dataclass(frozen=True)
-class DataConfig:
+class DataConfig(_Validated):
     source: str = "builtin"  # folder / file list / DISC21 root, or "builtin" (bundled + synthetic images)
     synthetic_images: int = 0  # extra procedural originals added to the builtin set
     preset: Literal["descriptor", "matcher"] = "descriptor"  # augmentation preset (REFERENCE.md §2)
@@ -55,7 +72,7 @@ class DataConfig:
 
 
 @dataclass(frozen=True)
-class LossConfig:
+class LossConfig(_Validated):
     infonce_weight: float = 1.0  # descriptor: InfoNCE over the batch
     infonce_log_scale: float = 3.2  # initial learnable log-scale (exp(3.2) ≈ 24.5)
     koleo_weight: float = 5.0  # descriptor: KoLeo spreading regulariser
@@ -71,7 +88,7 @@ class LossConfig:
 
 
 @dataclass(frozen=True)
-class OptimConfig:
+class OptimConfig(_Validated):
     base_lr: float = 6e-4  # lr = base_lr * sqrt(lr_scaling_batch * world / 1024)
     lr_scaling_batch: int = 0  # batch used by the scaling rule; 0 = data.batch_size
     min_lr: float = 2e-6  # cosine floor
@@ -84,7 +101,7 @@ class OptimConfig:
 
 
 @dataclass(frozen=True)
-class RunConfig:
+class RunConfig(_Validated):
     out_dir: str = "runs/default"  # checkpoints, logs, config.json, plots
     seed: int = 0  # base seed (rank-offset)
     device: str = "auto"  # auto | cpu | cuda
@@ -105,6 +122,128 @@ class Config:
     loss: LossConfig = field(default_factory=LossConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     run: RunConfig = field(default_factory=RunConfig)
+
+    def __post_init__(self):
+        for f in dataclasses.fields(self):
+            if not isinstance(getattr(self, f.name), _hints(Config)[f.name]):
+                raise ValueError(f"config.{f.name}: expected a {_hints(Config)[f.name].__name__}, "
+                                 f"got {type(getattr(self, f.name)).__name__}")
+
+
+# --- validation: one rule per number, checked when a section is built ----------------------------------------------
+
+@dataclass(frozen=True)
+class Range:
+    """Allowed values of a numeric field: ``[low, high]`` with open ends where said, finite, optionally a multiple."""
+
+    low: float | None = None
+    high: float | None = None
+    low_open: bool = False
+    high_open: bool = False
+    multiple_of: int | None = None
+
+    def __contains__(self, v) -> bool:
+        if not math.isfinite(v):
+            return False
+        if self.low is not None and (v <= self.low if self.low_open else v < self.low):
+            return False
+        if self.high is not None and (v >= self.high if self.high_open else v > self.high):
+            return False
+        return self.multiple_of is None or v % self.multiple_of == 0
+
+    def __str__(self) -> str:
+        if self.low is not None and self.high is not None:
+            text = f"in {'(' if self.low_open else '['}{self.low:g}, {self.high:g}{')' if self.high_open else ']'}"
+        elif self.low is not None:
+            text = f"{'>' if self.low_open else '>='} {self.low:g}"
+        elif self.high is not None:
+            text = f"{'<' if self.high_open else '<='} {self.high:g}"
+        else:
+            text = "finite"
+        return f"a multiple of {self.multiple_of} and {text}" if self.multiple_of else text
+
+
+_POSITIVE, _AT_LEAST_1, _NON_NEGATIVE, _UNIT = Range(0, low_open=True), Range(1), Range(0), Range(0, 1)
+
+# section -> field -> Range (a tuple field: the range of each element). Every int / float / tuple field has one
+# (tests/test_config_validation.py checks it); str, bool and Literal fields are checked by type.
+FIELD_RULES: dict[str, dict[str, Range]] = {
+    "model": {"img_size": Range(16, multiple_of=16), "dim": _AT_LEAST_1, "ln_eps": _POSITIVE,
+              "encoder_depth": _AT_LEAST_1},
+    "data": {"synthetic_images": _NON_NEGATIVE, "batch_size": _AT_LEAST_1, "num_workers": _NON_NEGATIVE,
+             "positive_rate": _UNIT, "knn_k": _AT_LEAST_1, "sibling_rate": _UNIT},
+    "loss": {"infonce_weight": _NON_NEGATIVE, "infonce_log_scale": Range(), "koleo_weight": _NON_NEGATIVE,
+             "copynce_weight": _NON_NEGATIVE, "copynce_scale": _POSITIVE, "copynce_gamma": _POSITIVE,
+             "copynce_lamb": _UNIT, "bce_weight": _NON_NEGATIVE, "asl_weight": _NON_NEGATIVE,
+             "asl_gamma": _NON_NEGATIVE},
+    "optim": {"base_lr": _POSITIVE, "lr_scaling_batch": _NON_NEGATIVE, "min_lr": _NON_NEGATIVE,
+              "weight_decay": _NON_NEGATIVE, "betas": Range(0, 1, high_open=True), "epochs": _AT_LEAST_1,
+              "warmup_epochs": _NON_NEGATIVE, "clip_grad": _NON_NEGATIVE, "steps_per_epoch": _NON_NEGATIVE},
+    "run": {"seed": _NON_NEGATIVE, "log_every": _AT_LEAST_1, "ckpt_every": _AT_LEAST_1, "max_steps": _NON_NEGATIVE},
+}
+_NON_EMPTY = {("data", "source"), ("run", "out_dir")}
+_DEVICE = re.compile(r"auto|cpu|cuda(:\d+)?")
+
+
+def _section_name(obj) -> str:
+    return {ModelConfig: "model", DataConfig: "data", LossConfig: "loss", OptimConfig: "optim",
+            RunConfig: "run"}[type(obj)]
+
+
+def _checked(value, tp, flag: str):
+    """``value`` as type ``tp`` (ints accepted as floats, any sequence as a tuple), or ValueError naming ``flag``."""
+    origin = typing.get_origin(tp)
+    if origin is Literal:
+        if value not in typing.get_args(tp):
+            raise ValueError(f"{flag}: must be one of {', '.join(map(str, typing.get_args(tp)))}, got {value!r}")
+        return value
+    if origin is tuple:
+        args = typing.get_args(tp)
+        if isinstance(value, (str, bytes)) or not isinstance(value, Sequence) or len(value) != len(args):
+            raise ValueError(f"{flag}: expected {len(args)} values, got {value!r}")
+        return tuple(_checked(v, t, flag) for v, t in zip(value, args))
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ValueError(f"{flag}: expected true or false, got {value!r}")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+            raise ValueError(f"{flag}: expected an integer, got {value!r}")
+        return int(value)
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, numbers.Real):
+            raise ValueError(f"{flag}: expected a number, got {value!r}")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise ValueError(f"{flag}: expected a string, got {value!r}")
+        return value
+    return value
+
+
+def _validate_section(obj) -> None:
+    """Check and normalise every field of a config section in place (it is frozen: ``object.__setattr__``)."""
+    section = _section_name(obj)
+    hints = _hints(type(obj))
+    rules = FIELD_RULES[section]
+    for f in dataclasses.fields(obj):
+        flag = f"--{section}.{f.name}"
+        value = _checked(getattr(obj, f.name), hints[f.name], flag)
+        object.__setattr__(obj, f.name, value)
+        rule = rules.get(f.name)
+        if rule is not None:
+            if isinstance(value, tuple):
+                if not all(v in rule for v in value):
+                    raise ValueError(f"{flag}: each must be {rule}, got {value!r}")
+            elif value not in rule:
+                raise ValueError(f"{flag}: must be {rule}, got {value!r}")
+        if (section, f.name) in _NON_EMPTY and not value:
+            raise ValueError(f"{flag}: must not be empty")
+    if section == "run" and not _DEVICE.fullmatch(obj.device):
+        raise ValueError(f"--run.device: must be auto, cpu, cuda or cuda:N, got {obj.device!r}")
+    if section == "model" and obj.kind == "matcher" and not obj.encoder_depth < ARCH_DEPTH[obj.arch]:
+        raise ValueError(f"--model.encoder_depth: must be in [1, {ARCH_DEPTH[obj.arch] - 1}] for a {obj.arch} "
+                         f"matcher (the remaining blocks are fusion blocks), got {obj.encoder_depth}")
 
 
 # --- presets (REFERENCE.md §3.6, §4.5, §6) ------------------------------------------------------------------------
@@ -178,15 +317,20 @@ def get_preset(name: str) -> Config:
 
 # --- overrides and serialisation ---------------------------------------------------------------------------------
 
-def _coerce(value: str, tp, key: str):
+def _coerce(value: str, tp, key: str, current=None):
+    """Parse the text of an override as type ``tp`` (ranges are checked when the section is built)."""
     origin = typing.get_origin(tp)
     if origin is Literal:
         if value not in typing.get_args(tp):
-            raise ValueError(f"--{key}: must be one of {typing.get_args(tp)}, got {value!r}")
+            raise ValueError(f"--{key}: must be one of {', '.join(map(str, typing.get_args(tp)))}, got {value!r}")
         return value
     if origin is tuple:
-        parts = value.strip("()[] ").split(",")
-        return tuple(_coerce(p.strip(), t, key) for p, t in zip(parts, typing.get_args(tp), strict=True))
+        parts = [p.strip() for p in value.strip("()[] ").split(",")]
+        args = typing.get_args(tp)
+        if len(parts) != len(args):
+            example = ",".join(f"{v:g}" for v in current) if current is not None else ",".join(["x"] * len(args))
+            raise ValueError(f"--{key}: expected {len(args)} values (e.g. {example}), got {value!r}")
+        return tuple(_coerce(p, t, key) for p, t in zip(parts, args))
     if tp is bool:
         if value.lower() in ("1", "true", "yes", "on"):
             return True
@@ -200,12 +344,16 @@ def _coerce(value: str, tp, key: str):
 
 
 def _hints(cls) -> dict:
-    return typing.get_type_hints(cls)
+    """Field name -> type of a dataclass (fields only)."""
+    hints = typing.get_type_hints(cls)
+    return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
 
 
-def apply_overrides(cfg: Config, overrides: list[str]) -> Config:
-    """Apply ``--section.field=value`` (or ``section.field=value``) overrides with type checks."""
-    sections = {f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg)}
+def parse_overrides(overrides: list[str]) -> dict[str, dict[str, str]]:
+    """``["--optim.epochs=5", "run.seed=1"]`` -> ``{"optim": {"epochs": "5"}, "run": {"seed": "1"}}`` (names
+    checked, values still text)."""
+    out: dict[str, dict[str, str]] = {}
+    sections = _hints(Config)
     for item in overrides:
         key, sep, value = item.lstrip("-").partition("=")
         section, dot, name = key.partition(".")
@@ -213,10 +361,22 @@ def apply_overrides(cfg: Config, overrides: list[str]) -> Config:
             raise ValueError(f"override: expected --section.field=value, got {item!r}")
         if section not in sections:
             raise ValueError(f"--{key}: unknown section {section!r}; sections are {', '.join(sections)}")
-        hints = _hints(type(sections[section]))
+        hints = _hints(sections[section])
         if name not in hints:
             raise ValueError(f"--{key}: unknown field; {section} has {', '.join(hints)}")
-        sections[section] = replace(sections[section], **{name: _coerce(value, hints[name], key)})
+        out.setdefault(section, {})[name] = value
+    return out
+
+
+def apply_overrides(cfg: Config, overrides: list[str]) -> Config:
+    """Apply ``--section.field=value`` (or ``section.field=value``) overrides with type checks; each section is
+    rebuilt (and so validated) once, with all its overrides."""
+    sections = {f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg)}
+    for section, values in parse_overrides(overrides).items():
+        hints = _hints(type(sections[section]))
+        typed = {name: _coerce(v, hints[name], f"{section}.{name}", getattr(sections[section], name))
+                 for name, v in values.items()}
+        sections[section] = replace(sections[section], **typed)
     return Config(**sections)
 
 
@@ -233,10 +393,7 @@ def from_dict(d: dict) -> Config:
         unknown = set(sub) - set(_hints(cls))
         if unknown:
             raise ValueError(f"config.{f.name}: unknown keys {sorted(unknown)}")
-        for k, tp in _hints(cls).items():
-            if k in sub and typing.get_origin(tp) is tuple:
-                sub[k] = tuple(sub[k])
-        kwargs[f.name] = cls(**sub)
+        kwargs[f.name] = cls(**sub)  # validated (and lists turned into tuples) by the section
     return Config(**kwargs)
 
 
@@ -256,3 +413,27 @@ def scaled_lr(cfg: Config, world_size: int) -> float:
     return cfg.optim.base_lr * math.sqrt(batch * world_size / 1024)
 
 
+# Fields that do not change what a run computes: resuming with other values is not a config change.
+RUN_CONTROL = frozenset({("run", "max_steps"), ("run", "progress"), ("run", "eval_after"), ("run", "resume"),
+                         ("run", "out_dir"), ("run", "log_every"), ("run", "ckpt_every"), ("data", "num_workers")})
+
+
+def _plain(cfg) -> dict:
+    """A config or its dict (as a checkpoint stores it: tuples) as plain JSON values (lists), to compare."""
+    return json.loads(json.dumps(to_dict(cfg) if isinstance(cfg, Config) else cfg))
+
+
+def config_differences(old, new, ignore=RUN_CONTROL) -> list[str]:
+    """The fields where ``old`` and ``new`` (each a :class:`Config` or its :func:`to_dict`, e.g. a checkpoint's)
+    differ, as ``"section.field: old -> new"`` in declaration order; ``ignore``: (section, field) pairs skipped."""
+    a, b = _plain(old), _plain(new)
+    out = []
+    for section in dict.fromkeys([*a, *b]):
+        sa, sb = a.get(section, {}), b.get(section, {})
+        for name in dict.fromkeys([*sa, *sb]):
+            if (section, name) in ignore:
+                continue
+            va, vb = sa.get(name, "(absent)"), sb.get(name, "(absent)")
+            if va != vb:
+                out.append(f"{section}.{name}: {va} -> {vb}")
+    return out

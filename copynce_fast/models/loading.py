@@ -34,7 +34,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from copynce_fast.config import ModelConfig, from_dict
+from copynce_fast.config import ARCH_DEPTH, ModelConfig, from_dict
 from copynce_fast.models.descriptor import (
     CopyDescriptor,
     descriptor_vit_base,
@@ -48,7 +48,6 @@ from copynce_fast.models.vit import PATCH_SIZE
 __all__ = ["FORMATS", "ARCH_DEPTH", "ARCH_WIDTH", "LoadedModel", "build_model", "checkpoint_format",
            "strip_wrappers", "load_weights", "load_pretrained", "load_model", "file_digest"]
 
-ARCH_DEPTH = {"vit_tiny": 4, "vit_small": 12, "vit_base": 12}
 ARCH_WIDTH = {"vit_tiny": 96, "vit_small": 384, "vit_base": 768}
 _DESCRIPTORS = {"vit_tiny": descriptor_vit_tiny, "vit_small": descriptor_vit_small, "vit_base": descriptor_vit_base}
 _MATCHERS = {"vit_tiny": matcher_vit_tiny, "vit_small": matcher_vit_small, "vit_base": matcher_vit_base}

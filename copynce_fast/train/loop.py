@@ -1,4 +1,4 @@
-"""The training loop: explicit, nanoGPT-style. One function, ``train(cfg)``.
+"""The training loop: explicit, nanoGPT-style. ``train(cfg)`` reads as its parts: setup, resume, epochs, finish.
 
 bf16 autocast on CUDA (no GradScaler), ``torch.compile`` of the model on CUDA, AdamW with warm-up + cosine,
 global-norm clipping, DDP under torchrun, one labelled host sync per logging interval, atomic checkpoints that
@@ -6,7 +6,6 @@ resume to the same next-step loss, JSONL + TensorBoard logs, a tqdm bar, and a l
 """
 from __future__ import annotations
 
-import json
 import logging
 import math
 import time
@@ -16,7 +15,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from copynce_fast.config import Config, save_json, scaled_lr, to_dict
+from copynce_fast.config import Config, config_differences, save_json, scaled_lr, to_dict
 from copynce_fast.models.loading import build_model, load_pretrained
 from copynce_fast.train.data import TrainData, build_train_data
 from copynce_fast.utils.jsonio import write_json_report
@@ -31,7 +30,6 @@ from copynce_fast.utils.dist import DistInfo, all_reduce_mean, init_distributed
 __all__ = ["train", "train_step", "TrainResult", "NonFiniteLossError", "resolve_device", "param_groups"]
 
 log = logging.getLogger("copynce_fast.train")
-PATCH = 16
 
 
 class NonFiniteLossError(RuntimeError):
@@ -89,17 +87,45 @@ def train_step(model, objective, opt, params, batch, kind: str, device, amp: boo
     return terms
 
 
-def train(cfg: Config) -> TrainResult:
-    """Train a descriptor or matcher as ``cfg`` says; resumes from ``run.out_dir/checkpoint.pt`` if present."""
+@dataclass
+class _Run:
+    """What ``train`` builds before the first step, shared by its parts."""
+
+    cfg: Config
+    device: torch.device
+    dist: DistInfo
+    data: TrainData
+    model: nn.Module  # the bare model (SyncBN-converted under DDP on CUDA): what checkpoints hold
+    objective: nn.Module
+    opt: torch.optim.Optimizer
+    lr: float  # peak learning rate, scaled to the global batch
+    steps_per_epoch: int
+    total_steps: int  # the schedule's length
+    stop_at: int  # run.max_steps stops early without changing the schedule, exactly like a killed run
+    warmup: int
+
+    @property
+    def main(self) -> bool:
+        return self.dist.rank == 0
+
+    @property
+    def out_dir(self) -> Path:
+        return Path(self.cfg.run.out_dir)
+
+    @property
+    def checkpoint_path(self) -> Path:
+        return self.out_dir / "checkpoint.pt"
+
+
+def _setup(cfg: Config) -> _Run:
+    """Device and ranks, data, model (pretrained weights), objective, optimiser and the schedule's lengths."""
     device = resolve_device(cfg.run.device, "run.device")
     dist_info: DistInfo = init_distributed(device.type)
     if dist_info.enabled and device.type == "cuda":
         device = torch.device("cuda", dist_info.local_rank)
-    main = dist_info.rank == 0
-    out_dir = Path(cfg.run.out_dir)
     torch.manual_seed(cfg.run.seed + dist_info.rank)
 
-    data: TrainData = build_train_data(cfg, device, dist_info)
+    data = build_train_data(cfg, device, dist_info)
     model = build_model(cfg.model).to(device)
     if cfg.model.pretrained:
         fmt = load_pretrained(model, cfg.model.pretrained)
@@ -109,117 +135,164 @@ def train(cfg: Config) -> TrainResult:
         # (REFERENCE.md §4.5, the matcher baseline)
         model.fusion_head.requires_grad_(False)
     objective_cls = DescriptorObjective if cfg.model.kind == "descriptor" else MatcherObjective
-    objective = objective_cls(cfg.loss, PATCH).to(device)
+    objective = objective_cls(cfg.loss, model.patch_size).to(device)
 
     lr = scaled_lr(cfg, dist_info.world_size)
     opt = torch.optim.AdamW(param_groups(model, objective, cfg.optim.weight_decay), lr=lr, betas=cfg.optim.betas,
                             fused=device.type == "cuda")
-    sampler = data.sampler
-    steps_per_epoch = cfg.optim.steps_per_epoch or len(sampler)
-    if not 0 < steps_per_epoch <= len(sampler):
-        raise ValueError(f"optim.steps_per_epoch: must be in [1, {len(sampler)}] (batches per epoch), "
+    batches = len(data.sampler)
+    steps_per_epoch = cfg.optim.steps_per_epoch or batches
+    if not 0 < steps_per_epoch <= batches:
+        raise ValueError(f"optim.steps_per_epoch: must be in [1, {batches}] (batches per epoch), "
                          f"got {steps_per_epoch}")
-    total_steps = steps_per_epoch * cfg.optim.epochs  # the schedule's length
-    # run.max_steps stops early without changing the schedule, exactly like a killed run
+    total_steps = steps_per_epoch * cfg.optim.epochs
     stop_at = min(total_steps, cfg.run.max_steps) if cfg.run.max_steps else total_steps
     warmup = int(round(cfg.optim.warmup_epochs * steps_per_epoch))
+    return _Run(cfg, device, dist_info, data, model, objective, opt, lr, steps_per_epoch, total_steps, stop_at,
+                warmup)
 
-    step = 0
-    ckpt_path = out_dir / "checkpoint.pt"
-    if cfg.run.resume and ckpt_path.is_file():
-        state = load_checkpoint(ckpt_path)
-        if state["config"] != json.loads(json.dumps(to_dict(cfg))):
-            log.warning("resuming %s with a different config than the checkpoint's", ckpt_path)
-        model.load_state_dict(state["model"])
-        objective.load_state_dict(state["objective"])
-        opt.load_state_dict(state["optimizer"])
-        step = int(state["step"])
-        set_rng_state(state["rng"])
-        log.info("resumed from %s at step %d", ckpt_path, step)
 
-    if main:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        save_json(cfg, out_dir / "config.json")
-    logger = RunLogger(out_dir, enabled=main, total_steps=stop_at, start_step=step, progress=cfg.run.progress)
-    logger.info(f"{cfg.model.kind} {cfg.model.arch}@{cfg.model.img_size} | {data.num_items} images | "
-                f"{steps_per_epoch} steps/epoch x {cfg.optim.epochs} epochs = {total_steps} steps | "
-                f"lr {lr:.3g} = {cfg.optim.base_lr:g} * sqrt({cfg.optim.lr_scaling_batch or cfg.data.batch_size} * "
-                f"{dist_info.world_size} / 1024) | warm-up {warmup} steps | device {device} | "
-                f"world {dist_info.world_size}")
+def _resume(run: _Run) -> int:
+    """Restore model, objective, optimiser and RNG state from the run's checkpoint; the step to continue at."""
+    path = run.checkpoint_path
+    if not (run.cfg.run.resume and path.is_file()):
+        return 0
+    state = load_checkpoint(path)
+    changed = config_differences(state["config"], run.cfg)  # like with like; run-control fields (max_steps) may change
+    if changed:
+        log.warning("resuming %s with a config that differs from the checkpoint's: %s", path, "; ".join(changed))
+    run.model.load_state_dict(state["model"])
+    run.objective.load_state_dict(state["objective"])
+    run.opt.load_state_dict(state["optimizer"])
+    set_rng_state(state["rng"])
+    log.info("resumed from %s at step %d", path, int(state["step"]))
+    return int(state["step"])
 
-    if dist_info.enabled and device.type == "cuda":
+
+def _save(run: _Run, step: int) -> Path | None:
+    """Atomic checkpoint of everything a bit-exact resume needs (rank 0 only)."""
+    if not run.main:
+        return None
+    return save_checkpoint(run.checkpoint_path, {
+        "model": run.model.state_dict(), "objective": run.objective.state_dict(), "optimizer": run.opt.state_dict(),
+        "step": step, "rng": rng_state(), "config": to_dict(run.cfg)})
+
+
+def _parallel(run: _Run) -> nn.Module:
+    """The module the steps run: SyncBN + DDP under torchrun, compiled on CUDA (``run.model`` stays bare)."""
+    cfg, device = run.cfg, run.device
+    if run.dist.enabled and device.type == "cuda":
         # the head's BatchNorm takes statistics over the global batch, as the reference's SyncBN (the new modules
         # share the Parameter objects, so the optimiser is unaffected)
-        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
-    train_model = model
-    if dist_info.enabled:
+        run.model = nn.SyncBatchNorm.convert_sync_batchnorm(run.model)
+    train_model = run.model
+    if run.dist.enabled:
         train_model = nn.parallel.DistributedDataParallel(
-            model, device_ids=[device.index] if device.type == "cuda" else None, broadcast_buffers=False)
+            run.model, device_ids=[device.index] if device.type == "cuda" else None, broadcast_buffers=False)
     if cfg.run.compile and device.type == "cuda":
         train_model = torch.compile(train_model)
-    amp = cfg.run.amp == "bf16" and device.type == "cuda"
+    return train_model
+
+
+class _Interval:
+    """Loss sums over one logging interval, kept on the device: no host sync until :meth:`row`."""
+
+    def __init__(self):
+        self.sums: dict[str, torch.Tensor] = {}
+        self.count, self.images, self.t0 = 0, 0, time.perf_counter()
+
+    def add(self, terms: dict[str, torch.Tensor], images: int) -> None:
+        for k, v in terms.items():
+            self.sums[k] = self.sums.get(k, 0.0) + v.detach().float()
+        self.count += 1
+        self.images += images
+
+    def means(self) -> dict[str, float]:
+        # Host sync: once per logging interval, to read the averaged losses.
+        return {k: all_reduce_mean(v / self.count).item() for k, v in self.sums.items()}
+
+    def images_per_s(self) -> float:
+        return self.images / max(time.perf_counter() - self.t0, 1e-9)
+
+
+def _run_epochs(run: _Run, train_model: nn.Module, step: int, logger: RunLogger) -> int:
+    """Steps from ``step`` to ``run.stop_at``, epoch by epoch: log rows, checkpoints, stop on a non-finite loss."""
+    cfg, objective, opt = run.cfg, run.objective, run.opt
+    amp = cfg.run.amp == "bf16" and run.device.type == "cuda"
     params = [p for g in opt.param_groups for p in g["params"]]
-    replicated = list(objective.parameters()) if dist_info.enabled else []
-
-    def checkpoint() -> Path | None:
-        if not main:
-            return None
-        return save_checkpoint(ckpt_path, {"model": model.state_dict(), "objective": objective.state_dict(),
-                                           "optimizer": opt.state_dict(), "step": step, "rng": rng_state(),
-                                           "config": to_dict(cfg)})
-
-    model.train()
-    sums: dict[str, torch.Tensor] = {}
-    count, t_last, images_since = 0, time.perf_counter(), 0
-    while step < stop_at:
-        epoch, in_epoch = divmod(step, steps_per_epoch)
-        sampler.set_epoch(epoch, in_epoch)
-        epoch_end = min((epoch + 1) * steps_per_epoch, stop_at)
-        for batch in data.batches():
-            cur_lr = lr_at(step, total_steps, warmup, lr, cfg.optim.min_lr)
+    replicated = list(objective.parameters()) if run.dist.enabled else []
+    run.model.train()
+    interval = _Interval()
+    while step < run.stop_at:
+        epoch, in_epoch = divmod(step, run.steps_per_epoch)
+        run.data.sampler.set_epoch(epoch, in_epoch)
+        epoch_end = min((epoch + 1) * run.steps_per_epoch, run.stop_at)
+        for batch in run.data.batches():
+            cur_lr = lr_at(step, run.total_steps, run.warmup, run.lr, cfg.optim.min_lr)
             for g in opt.param_groups:
                 g["lr"] = cur_lr
-            terms = train_step(train_model, objective, opt, params, batch, cfg.model.kind, device, amp,
+            terms = train_step(train_model, objective, opt, params, batch, cfg.model.kind, run.device, amp,
                                cfg.optim.clip_grad, replicated)
             step += 1
-            for k, v in terms.items():
-                sums[k] = sums.get(k, 0.0) + v.detach().float()
-            count += 1
-            images_since += 2 * batch["query"].shape[0] * dist_info.world_size
+            interval.add(terms, 2 * batch["query"].shape[0] * run.dist.world_size)
             logger.advance()
-            if step % cfg.run.log_every == 0 or step == stop_at:
-                # Host sync: once per logging interval, to read the averaged losses.
-                row = {k: all_reduce_mean(v / count).item() for k, v in sums.items()}
-                dt = time.perf_counter() - t_last
-                row.update(step=step, epoch=epoch, lr=cur_lr, images_per_s=images_since / max(dt, 1e-9))
+            if step % cfg.run.log_every == 0 or step == run.stop_at:
+                row = interval.means()
+                row.update(step=step, epoch=epoch, lr=cur_lr, images_per_s=interval.images_per_s())
                 if hasattr(objective, "log_scale"):
                     row["log_scale"] = objective.log_scale.item()
                 if not all(math.isfinite(row[k]) for k in terms):
-                    note = f"last checkpoint: {ckpt_path}" if ckpt_path.is_file() else "no checkpoint was written"
+                    path = run.checkpoint_path
+                    note = f"last checkpoint: {path}" if path.is_file() else "no checkpoint was written"
                     raise NonFiniteLossError(f"non-finite loss at step {step} ({row}); stopping. {note}")
                 logger.log(row)
-                sums, count, t_last, images_since = {}, 0, time.perf_counter(), 0
-            if step % cfg.run.ckpt_every == 0 and step < stop_at:
-                checkpoint()
+                interval = _Interval()
+            if step % cfg.run.ckpt_every == 0 and step < run.stop_at:
+                _save(run, step)
             if step >= epoch_end:
                 break
         if step < epoch_end:
             raise RuntimeError(f"the loader ran out of batches at step {step}, before the epoch ended at {epoch_end}")
-        if step % steps_per_epoch == 0 and step < stop_at:
-            checkpoint()  # end of an epoch
-    path = checkpoint()
-    if dist_info.enabled:
-        _check_replicas(model, objective)
+        if step % run.steps_per_epoch == 0 and step < run.stop_at:
+            _save(run, step)  # end of an epoch
+    return step
+
+
+def _finish(run: _Run, step: int, logger: RunLogger) -> TrainResult:
+    """Last checkpoint, the replica check under DDP, and the held-out evaluation of small descriptor runs."""
+    cfg = run.cfg
+    path = _save(run, step)
+    if run.dist.enabled:
+        _check_replicas(run.model, run.objective)
         logger.info("replicas in sync across ranks")
     logger.close()
-    result = TrainResult(out_dir, step, logger.history, path)
-    if cfg.run.eval_after and main and cfg.model.kind == "descriptor" and not cfg.data.pairs_csv:
-        metrics = heldout_eval(model, cfg, device)
+    result = TrainResult(run.out_dir, step, logger.history, path)
+    if cfg.run.eval_after and run.main and cfg.model.kind == "descriptor" and not cfg.data.pairs_csv:
+        metrics = heldout_eval(run.model, cfg, run.device)
         result.metrics = metrics
-        write_json_report(out_dir / "eval.json", metrics)
+        write_json_report(run.out_dir / "eval.json", metrics)
         logger.info(f"held-out copies: uAP {metrics.uap:.4f} | RP90 {_fmt(metrics.recall_at_p90)} | "
                     f"recall@1 {metrics.recall_at_k[1]:.4f} ({metrics.n_gt_queries} held-out copies + as many distractors)")
     return result
+
+
+def train(cfg: Config) -> TrainResult:
+    """Train a descriptor or matcher as ``cfg`` says; resumes from ``run.out_dir/checkpoint.pt`` if present."""
+    run = _setup(cfg)
+    step = _resume(run)
+    if run.main:
+        run.out_dir.mkdir(parents=True, exist_ok=True)
+        save_json(cfg, run.out_dir / "config.json")
+    logger = RunLogger(run.out_dir, enabled=run.main, total_steps=run.stop_at, start_step=step,
+                       progress=cfg.run.progress)
+    logger.info(f"{cfg.model.kind} {cfg.model.arch}@{cfg.model.img_size} | {run.data.num_items} images | "
+                f"{run.steps_per_epoch} steps/epoch x {cfg.optim.epochs} epochs = {run.total_steps} steps | "
+                f"lr {run.lr:.3g} = {cfg.optim.base_lr:g} * sqrt({cfg.optim.lr_scaling_batch or cfg.data.batch_size} * "
+                f"{run.dist.world_size} / 1024) | warm-up {run.warmup} steps | device {run.device} | "
+                f"world {run.dist.world_size}")
+    train_model = _parallel(run)
+    step = _run_epochs(run, train_model, step, logger)
+    return _finish(run, step, logger)
 
 
 def _check_replicas(*modules: nn.Module) -> None:
