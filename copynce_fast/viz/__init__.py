@@ -2,7 +2,9 @@
 
 - :mod:`~copynce_fast.viz.curves`: loss curves, precision-recall curves, benchmark bar charts;
 - :mod:`~copynce_fast.viz.pairs`: traced training pairs (query | reference with patch correspondences);
-- :mod:`~copynce_fast.viz.compare`: the copied-region picture of ``copynce-fast compare``.
+- :mod:`~copynce_fast.viz.compare`: the copied-region picture of ``copynce-fast compare``;
+- :mod:`~copynce_fast.viz.video`: a video pair's frame similarity matrix with its copied segments
+  (``copynce-fast match-video``).
 
 Headless and polite: figures are ``matplotlib.figure.Figure`` objects with their own Agg canvas, so importing or
 using this package never imports ``matplotlib.pyplot`` and never changes the user's matplotlib backend.
