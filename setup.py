@@ -4,6 +4,7 @@ Set COPYNCE_NO_EXT=1 to skip building ``copynce_fast._C``; ``copynce_fast._cpp``
 pure Python with identical signatures.
 """
 import os
+import sys
 
 from setuptools import setup
 
@@ -32,8 +33,10 @@ if os.environ.get("COPYNCE_NO_EXT", "0") != "1":
         Pybind11Extension(
             "copynce_fast._C",
             sorted(os.path.join("csrc", f) for f in os.listdir("csrc") if f.endswith(".cpp")),
+            depends=sorted(os.path.join("csrc", f) for f in os.listdir("csrc") if f.endswith(".h")),
             cxx_std=17,
-            extra_compile_args=["-O3"],
+            # No FMA contraction and no fast-math: csrc/overlap.cpp must round like the torch reference, op by op.
+            extra_compile_args=["-O3"] + ([] if sys.platform == "win32" else ["-ffp-contract=off"]),
         )
     )
 

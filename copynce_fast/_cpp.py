@@ -1,18 +1,21 @@
 """The C++ helpers (``copynce_fast._C``) when built, else pure-Python (numpy) fallbacks with the same signatures.
 
-``HAS_CPP`` says which one ``invert_dense`` / ``compose_dense`` are. The numpy fallbacks stay importable as
-``invert_dense_py`` / ``compose_dense_py`` so tests can compare the two. The extension is skipped at build time
+``HAS_CPP`` says which one ``invert_dense`` / ``compose_dense`` / ``patch_overlap`` are. The numpy fallbacks stay
+importable as ``invert_dense_py`` / ``compose_dense_py`` / ``patch_overlap_py`` so tests can compare the two. The extension is skipped at build time
 with ``COPYNCE_NO_EXT=1`` (see setup.py).
 
 Both versions take C-contiguous float32 / float64 / int64 arrays (the C++ one raises ``TypeError`` for anything
 else; the public API in ``copynce_fast.pixtrace.dense`` converts first) and give bit-identical results. The
-semantics are documented in ``copynce_fast.pixtrace.dense`` and ``csrc/dense_maps.h``.
+semantics are documented in ``copynce_fast.pixtrace.dense`` and ``csrc/dense_maps.h``; ``patch_overlap`` takes
+float32 / float64 matrices, int32 canvases and bool masks and is documented in ``csrc/overlap.h`` (its oracle is
+``copynce_fast.ops.overlap.patch_overlap_ref``).
 """
 from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["HAS_CPP", "invert_dense", "compose_dense", "invert_dense_py", "compose_dense_py"]
+__all__ = ["HAS_CPP", "invert_dense", "compose_dense", "patch_overlap", "invert_dense_py", "compose_dense_py",
+           "patch_overlap_py"]
 
 _TWO_63 = 2.0**63  # exactly representable in float32 and float64
 
@@ -85,10 +88,64 @@ def compose_dense_py(a: np.ndarray, b: np.ndarray, num_threads: int = 1) -> np.n
     return np.where(ok[:, None, :], out, -1).reshape(b_, 2, h, w)
 
 
+def patch_overlap_py(matrices: np.ndarray, canvases: np.ndarray, src_h: int, src_w: int, dst_h: int, dst_w: int,
+                     patch_size: int, src_occluder: np.ndarray | None = None, dst_occluder: np.ndarray | None = None,
+                     num_threads: int = 1) -> np.ndarray:
+    """numpy twin of ``_C.patch_overlap``: counts [B, Ls, Ld+1] int32 (see csrc/overlap.h). ``num_threads`` is ignored.
+
+    The arithmetic is the reference's, op by op in the matrices' dtype: ``(m0*x + m1*y) + m2`` per row, one
+    division, snapping with ``np.rint`` (half to even) at 1/256 px.
+    """
+    m = np.asarray(matrices)
+    if m.ndim != 4 or m.shape[2:] != (3, 3) or m.dtype not in (np.float32, np.float64):
+        raise ValueError(f"matrices: expected float32/float64 [B,T,3,3], got {m.shape} {m.dtype}")
+    b_, t_ = m.shape[:2]
+    canv = np.asarray(canvases)
+    if canv.shape != (b_, t_, 2):
+        raise ValueError(f"canvases: expected shape {(b_, t_, 2)}, got {canv.shape}")
+    p = int(patch_size)
+    if p <= 0 or src_h % p or src_w % p or dst_h % p or dst_w % p:
+        raise ValueError("patch_size: src_hw and dst_hw must be positive multiples of it")
+    dt = m.dtype.type
+    snap = dt(256.0)
+    y = np.broadcast_to((np.arange(src_h, dtype=m.dtype) + dt(0.5))[None, :, None], (b_, src_h, src_w))
+    x = np.broadcast_to((np.arange(src_w, dtype=m.dtype) + dt(0.5))[None, None, :], (b_, src_h, src_w))
+    valid = np.ones((b_, src_h, src_w), dtype=bool)
+    if src_occluder is not None:
+        valid &= ~np.asarray(src_occluder, dtype=bool)
+    with np.errstate(all="ignore"):  # invalid points may overflow or divide by zero; they are masked
+        for t in range(t_):
+            a = m[:, t].reshape(b_, 9, 1, 1)
+            nx = (a[:, 0] * x + a[:, 1] * y) + a[:, 2]
+            ny = (a[:, 3] * x + a[:, 4] * y) + a[:, 5]
+            nd = (a[:, 6] * x + a[:, 7] * y) + a[:, 8]
+            ok = nd > 0  # behind the horizon of a perspective map: no image
+            nd = np.where(ok, nd, dt(1.0))
+            x, y = nx / nd, ny / nd
+            h = canv[:, t, 0].astype(m.dtype).reshape(b_, 1, 1)
+            w = canv[:, t, 1].astype(m.dtype).reshape(b_, 1, 1)
+            sx, sy = np.rint(x * snap), np.rint(y * snap)
+            valid &= ok & (sx >= 0) & (sx < w * snap) & (sy >= 0) & (sy < h * snap)
+        col = np.where(valid, np.floor(np.rint(x * snap) / snap), 0).astype(np.int64)
+        row = np.where(valid, np.floor(np.rint(y * snap) / snap), 0).astype(np.int64)
+    inside = valid & (row < dst_h) & (col < dst_w)
+    if dst_occluder is not None:
+        occ = np.asarray(dst_occluder, dtype=bool).reshape(b_, -1)
+        flat = np.where(inside, row * dst_w + col, 0).reshape(b_, -1)
+        inside &= ~np.take_along_axis(occ, flat, axis=1).reshape(inside.shape)
+    gs_w, gd_w = src_w // p, dst_w // p
+    ls, ld = (src_h // p) * gs_w, (dst_h // p) * gd_w
+    j = np.where(inside, (row // p) * gd_w + col // p, ld)
+    i = (np.arange(src_h)[:, None] // p) * gs_w + np.arange(src_w)[None, :] // p
+    flat = (np.arange(b_)[:, None, None] * ls + i) * (ld + 1) + j
+    counts = np.bincount(flat.ravel(), minlength=b_ * ls * (ld + 1))
+    return counts.reshape(b_, ls, ld + 1).astype(np.int32)
+
+
 try:
     from copynce_fast import _C
 
-    HAS_CPP: bool = hasattr(_C, "invert_dense") and hasattr(_C, "compose_dense")  # a stale build lacks them
+    HAS_CPP: bool = all(hasattr(_C, f) for f in ("invert_dense", "compose_dense", "patch_overlap"))  # stale: lacks some
 except ImportError:
     _C = None
     HAS_CPP = False
@@ -96,6 +153,8 @@ except ImportError:
 if HAS_CPP:
     invert_dense = _C.invert_dense
     compose_dense = _C.compose_dense
+    patch_overlap = _C.patch_overlap
 else:
     invert_dense = invert_dense_py
     compose_dense = compose_dense_py
+    patch_overlap = patch_overlap_py

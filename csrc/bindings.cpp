@@ -2,15 +2,19 @@
 // files and know nothing about Python.
 //
 // Arguments are taken with .noconvert(): an array must already be C-contiguous and of an accepted dtype (float32,
-// float64 or int64), otherwise pybind11 raises TypeError instead of silently casting. copynce_fast.pixtrace.dense
-// normalises dtypes and layout before calling in here.
+// float64 or int64 maps; float32/float64 matrices, int32 canvases and bool masks for patch_overlap), otherwise
+// pybind11 raises TypeError instead of silently casting. The Python callers (copynce_fast.pixtrace.dense,
+// copynce_fast.ops.overlap) normalise dtypes and layout before calling in here.
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
 
 #include <cstdint>
+#include <optional>
 #include <string>
 
 #include "dense_maps.h"
+#include "overlap.h"
 
 namespace py = pybind11;
 
@@ -62,12 +66,56 @@ CArray<int64_t> compose_dense_np(const CArray<TA>& a, const CArray<TB>& b, int n
   return out;
 }
 
+template <typename F>
+CArray<int32_t> patch_overlap_np(const CArray<F>& matrices, const CArray<int32_t>& canvases, int64_t src_h,
+                                 int64_t src_w, int64_t dst_h, int64_t dst_w, int64_t patch_size,
+                                 const std::optional<CArray<bool>>& src_occluder,
+                                 const std::optional<CArray<bool>>& dst_occluder, int num_threads) {
+  if (matrices.ndim() != 4 || matrices.shape(2) != 3 || matrices.shape(3) != 3) {
+    throw py::value_error("matrices: expected shape [B,T,3,3]");
+  }
+  const int64_t batch = matrices.shape(0), steps = matrices.shape(1);
+  if (canvases.ndim() != 3 || canvases.shape(0) != batch || canvases.shape(1) != steps || canvases.shape(2) != 2) {
+    throw py::value_error("canvases: expected shape [B,T,2] matching matrices");
+  }
+  auto occ_ptr = [batch](const std::optional<CArray<bool>>& occ, int64_t h, int64_t w, const char* name) {
+    if (!occ) return static_cast<const bool*>(nullptr);
+    if (occ->ndim() != 3 || occ->shape(0) != batch || occ->shape(1) != h || occ->shape(2) != w) {
+      throw py::value_error(std::string(name) + ": expected a bool mask [B,H,W] matching the batch and image size");
+    }
+    return occ->data();
+  };
+  const bool* src_occ = occ_ptr(src_occluder, src_h, src_w, "src_occluder");
+  const bool* dst_occ = occ_ptr(dst_occluder, dst_h, dst_w, "dst_occluder");
+  if (patch_size <= 0 || src_h % patch_size || src_w % patch_size || dst_h % patch_size || dst_w % patch_size) {
+    throw py::value_error("patch_size: src_hw and dst_hw must be positive multiples of it");
+  }
+  const int64_t ls = (src_h / patch_size) * (src_w / patch_size), ld = (dst_h / patch_size) * (dst_w / patch_size);
+  // numpy.zeros is calloc: fresh pages arrive zeroed, so the kernel does not clear 150 KB per pair a second time.
+  CArray<int32_t> counts = py::module_::import("numpy").attr("zeros")(
+      py::make_tuple(batch, ls, ld + 1), py::dtype::of<int32_t>()).cast<CArray<int32_t>>();
+  const F* m = matrices.data();
+  const int32_t* c = canvases.data();
+  int32_t* out = counts.mutable_data();
+  {
+    py::gil_scoped_release nogil;
+    copynce::patch_overlap(m, c, batch, steps, src_h, src_w, dst_h, dst_w, patch_size, src_occ, dst_occ, out,
+                           num_threads);
+  }
+  return counts;
+}
+
 constexpr const char* kInvertDoc =
     "invert_dense(maps [B,2,H,W] float32|float64|int64 C-contiguous, out_h, out_w, num_threads=1)\n"
     "-> (inv [B,2,out_h,out_w] int64, holes [B] int64). Last valid raster writer wins; -1 = hole.";
 constexpr const char* kComposeDoc =
     "compose_dense(a [B,2,H,W], b [B,2,H2,W2], num_threads=1) -> [B,2,H,W] int64: b[round(a(p))] where a(p) is\n"
     "inside [0,H2)x[0,W2) before and after rounding, else -1. Dtypes float32|float64|int64, C-contiguous.";
+
+constexpr const char* kOverlapDoc =
+    "patch_overlap(matrices [B,T,3,3] float32|float64, canvases [B,T,2] int32, src_h, src_w, dst_h, dst_w,\n"
+    "patch_size, src_occluder [B,Hs,Ws] bool|None, dst_occluder [B,Hd,Wd] bool|None, num_threads=1)\n"
+    "-> counts [B,Ls,Ld+1] int32, bit-equal to ops.patch_overlap_ref (csrc/overlap.h). C-contiguous arrays.";
 
 template <typename T>
 void def_invert(py::module_& m) {
@@ -88,6 +136,14 @@ void def_compose_all_b(py::module_& m) {
   def_compose<TA, int64_t>(m);
 }
 
+template <typename F>
+void def_overlap(py::module_& m) {
+  m.def("patch_overlap", &patch_overlap_np<F>, kOverlapDoc, py::arg("matrices").noconvert(),
+        py::arg("canvases").noconvert(), py::arg("src_h"), py::arg("src_w"), py::arg("dst_h"), py::arg("dst_w"),
+        py::arg("patch_size"), py::arg("src_occluder").noconvert() = py::none(),
+        py::arg("dst_occluder").noconvert() = py::none(), py::arg("num_threads") = 1);
+}
+
 }  // namespace
 
 PYBIND11_MODULE(_C, m) {
@@ -100,4 +156,8 @@ PYBIND11_MODULE(_C, m) {
   def_compose_all_b<float>(m);
   def_compose_all_b<double>(m);
   def_compose_all_b<int64_t>(m);
+
+  // Patch overlap counts from geometry (csrc/overlap.h).
+  def_overlap<float>(m);
+  def_overlap<double>(m);
 }

@@ -1,13 +1,11 @@
 // Dense-map inverse and composition: plain raster-order loops (see dense_maps.h for the semantics).
 #include "dense_maps.h"
 
+#include "parallel.h"
+
 #include <algorithm>
-#include <atomic>
 #include <cmath>
-#include <system_error>
-#include <thread>
 #include <type_traits>
-#include <vector>
 
 namespace copynce {
 namespace {
@@ -50,32 +48,6 @@ inline int64_t carried_value(T v) {
   } else {
     return static_cast<int64_t>(v);
   }
-}
-
-// Run fn(b) for b in [0, batch) on up to num_threads threads. Each b is handled entirely by one thread, so results
-// are identical for every thread count. If a thread cannot be started, the remaining ones pick up its work.
-template <typename F>
-void parallel_over_batch(int64_t batch, int num_threads, const F& fn) {
-  const int64_t n = std::min<int64_t>(std::max(num_threads, 1), batch);
-  if (n <= 1) {
-    for (int64_t b = 0; b < batch; ++b) fn(b);
-    return;
-  }
-  std::atomic<int64_t> next{0};
-  auto worker = [&]() {
-    for (int64_t b = next.fetch_add(1); b < batch; b = next.fetch_add(1)) fn(b);
-  };
-  std::vector<std::thread> pool;
-  pool.reserve(static_cast<size_t>(n - 1));
-  for (int64_t t = 1; t < n; ++t) {
-    try {
-      pool.emplace_back(worker);
-    } catch (const std::system_error&) {
-      break;
-    }
-  }
-  worker();
-  for (auto& th : pool) th.join();
 }
 
 template <typename T>
