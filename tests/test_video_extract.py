@@ -105,3 +105,25 @@ def test_dali_cpu_backend_samples_the_same_frames(model, tmp_path):
     fa, fb = load_video_features(tmp_path / "a.npz"), load_video_features(tmp_path / "b.npz")
     np.testing.assert_array_equal(fa.timestamps, fb.timestamps)
     assert (fa.features * fb.features).sum(1).min() > 0.98  # same frames; resizers differ slightly
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not dali_video_available(), reason="NVIDIA DALI not installed")
+def test_dali_gpu_decodes_h264_like_pyav(tmp_path):
+    import torch
+
+    if not torch.cuda.is_available():
+        pytest.skip("needs CUDA")
+    cuda_model = load_model("descriptor", random_init=True, arch="vit_tiny", img_size=32, dim=32, device="cuda")
+    rng = np.random.default_rng(2)
+    write_video(tmp_path / "in" / "h.mp4", camera_clip(rng.integers(0, 256, (96, 128, 3), dtype=np.uint8), 40,
+                                                       (32, 48), seed=3), fps=8)
+    videos = list_videos(tmp_path / "in")
+    a = extract_video_features(cuda_model, videos, tmp_path / "a.npz", fps=2, num_workers=0, loader="torch",
+                               progress=False, amp="none")
+    b = extract_video_features(cuda_model, videos, tmp_path / "b.npz", fps=2, num_workers=0, loader="dali",
+                               progress=False, amp="none")
+    assert a.extracted == b.extracted == 1
+    fa, fb = load_video_features(tmp_path / "a.npz"), load_video_features(tmp_path / "b.npz")
+    np.testing.assert_array_equal(fa.timestamps, fb.timestamps)
+    assert (fa.features * fb.features).sum(1).min() > 0.98
