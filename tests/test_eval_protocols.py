@@ -217,3 +217,50 @@ def test_layout_note_for_queries_without_images(tmp_path):
     (root / "query_images" / "Q3.jpg").unlink()
     rep = run("disc21", root, write_preds(tmp_path / "p.csv", [("Q0", "R0", 0.9)]))
     assert rep.details["notes"] == [f"1 ground-truth queries have no image in {root / 'query_images'}"]
+
+
+# ------------------------------------------------------------------------------------------------------- CLI
+
+
+def test_cli_evaluate_ndec_and_anypattern(tmp_path, capsys):
+    import json
+
+    from copynce_fast.cli import main
+
+    root = ndec_layout(tmp_path)
+    preds = write_preds(tmp_path / "p.csv", NDEC_PREDS)
+    assert main(["evaluate", str(preds), "--protocol", "ndec", "--root", str(root), "--out", str(tmp_path / "ev")]) == 0
+    out = capsys.readouterr()
+    assert "μAP      0.5000" in out.out and "uap_without_hard_negatives" in out.out
+    assert "the full ndec test set has 49252" in out.err  # layout notes are warnings
+    report = json.loads((tmp_path / "ev" / "metrics.json").read_text())
+    assert report["protocol"] == "ndec" and report["uap"] == pytest.approx(0.5)
+    assert report["protocol_metrics"]["uap_copies_vs_hard_negatives"] == pytest.approx((1 + 2 / 3) / 2)
+    assert report["headline"]["recall_at_p90"] is None and (tmp_path / "ev" / "pr_curve.png").is_file()
+
+    # an explicit hard-negative list overrides the root's: only H1 -> H0's prediction is an ordinary negative
+    hn = tmp_path / "hn.txt"
+    hn.write_text("H1\n")
+    assert main(["evaluate", str(preds), "--protocol", "ndec", "--root", str(root), "--hard-negatives", str(hn),
+                 "--out", str(tmp_path / "ev2")]) == 0
+    extra = json.loads((tmp_path / "ev2" / "metrics.json").read_text())["protocol_metrics"]
+    assert extra["hard_negative_queries"] == 1 and extra["hard_negative_predictions"] == 1
+
+
+def test_cli_evaluate_errors_name_the_flag(tmp_path, capsys):
+    from copynce_fast.cli import main
+
+    root = disc21_layout(tmp_path)
+    preds = write_preds(tmp_path / "p.csv", [("Q0", "R0", 0.9)])
+    ev = str(tmp_path / "ev")
+    assert main(["evaluate", str(preds), "--out", ev]) == 1
+    assert "--gt: give the ground-truth file or the disc21 root folder" in capsys.readouterr().err
+    (root / "dev_ground_truth.csv").write_text("query_id,reference_id\nQ0,R0\n")
+    assert main(["evaluate", str(preds), "--root", str(root), "--out", ev]) == 1
+    assert "--gt: several candidates under" in capsys.readouterr().err
+    assert main(["evaluate", str(preds), "--protocol", "anypattern", "--root", str(root),
+                 "--hard-negatives", str(preds), "--out", ev]) == 1
+    assert "--hard-negatives: only --protocol ndec" in capsys.readouterr().err
+    assert main(["evaluate", str(preds), "--protocol", "anypattern", "--root", str(root), "--out", ev]) == 1
+    assert "--gt: none of gt_v1_k1_v2_test.csv" in capsys.readouterr().err
+    assert main(["evaluate", str(preds), "--protocol", "nope", "--out", ev]) == 2

@@ -1,4 +1,4 @@
-"""``copynce-fast evaluate``: predictions + ground truth -> μAP, RP90, recall@k, mAP, PR curve, JSON report."""
+"""``copynce-fast evaluate``: predictions + a benchmark protocol -> μAP, RP90, recall@k, mAP, PR curve, JSON report."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -10,28 +10,40 @@ from copynce_fast.cli._common import (
     existing_file,
     info,
     non_negative_int,
+    one_line,
     positive_int,
     warn,
 )
 from copynce_fast.cli._evaluate_vsc import HELP as VSC_HELP
-from copynce_fast.cli._evaluate_vsc import VSC_PROTOCOLS, add_vsc_args, run_vsc
+from copynce_fast.cli._evaluate_vsc import add_vsc_args, run_vsc
 
 DESCRIPTION = """\
-Score predictions (CSV 'query_id,reference_id,score', or the reference's scores JSON) against a DISC21 ground
-truth (CSV 'query_id,reference_id' with empty reference for unmatched queries, or JSON {query: [refs]}).
+Score predictions (CSV 'query_id,reference_id,score', or the reference's scores JSON) with a benchmark's protocol.
 
-Metrics (REFERENCE §7.5, the ISC2021 definitions): μAP over all pairs ranked globally by score (ties
-pessimistic), recall at precision 0.9 (RP90) with its score threshold, per-query mAP, recall@k. Recall always
-counts every ground-truth pair, retrieved or not.
+Image protocols (--protocol disc21 | ndec | anypattern; the ISC2021 metric definitions, REFERENCE §7.5): μAP
+over all pairs ranked globally by score (ties pessimistic), recall at precision 0.9 (RP90) with its score
+threshold, per-query mAP, recall@k. Recall always counts every ground-truth pair, retrieved or not.
+  disc21      μAP, RP90. Ground truth: CSV 'query_id,reference_id' (empty reference = no match) or JSON
+              {query: [refs]}, from --gt or found under --root (public_ground_truth.csv, dev_ground_truth.csv, ...).
+  ndec        NDEC (AAAI 2023): μAP, RP90 plus hard-negative metrics: μAP without the hard-negative queries,
+              μAP of copies vs hard negatives only, how many hard negatives outrank each copy, hard negatives
+              above the RP90 threshold. --root holds ground_truth.csv and hard_negatives.csv
+              (query_id[,reference_id]); --gt / --hard-negatives override.
+  anypattern  AnyPattern (novel patterns): μAP and recall@1. --root holds gt_v1_k1_v2_test.csv.
+The README section "Other benchmarks" shows each folder layout.
 
 Candidate selection: --topk keeps the k best pairs per query first; --max-predictions then keeps the globally
-best n pairs (default 500000, the ISC2021/DISC21 matching-track limit; 0 = no cap).
+best n pairs (default 500000, the ISC2021/DISC21 limit, also used by the NDEC and AnyPattern code; 0 = no cap).
 
 Writes <out>/metrics.json and <out>/pr_curve.png.
 
-example:
+examples:
   copynce-fast evaluate preds.csv --gt dev_ground_truth.csv --out eval_dev/
+  copynce-fast evaluate preds.csv --protocol ndec --root /data/ndec --out eval_ndec/
 """
+
+FLAG_OF_ROLE = {"ground_truth": "--gt", "hard_negatives": "--hard-negatives", "root": "--root",
+                "max_predictions": "--max-predictions", "predictions": "predictions"}
 
 
 def _ks(text: str) -> list[int]:
@@ -44,20 +56,22 @@ def _ks(text: str) -> list[int]:
     return ks
 
 
-# --protocol choices; "disc21" is the image protocol of this module, the vsc-* ones are in _evaluate_vsc.py
-PROTOCOLS = ("disc21", *VSC_PROTOCOLS)
-
-
 def add_parser(subparsers) -> None:
-    from copynce_fast.eval.disc21 import OFFICIAL_MAX_PREDICTIONS
+    from copynce_fast.eval.protocols import OFFICIAL_MAX_PREDICTIONS, protocol_names
 
     p = add_subparser(subparsers, "evaluate", "μAP / RP90 / recall@k of predictions against a ground truth",
                       DESCRIPTION + "\n" + VSC_HELP)
     p.add_argument("predictions", type=Path, nargs="?", default=None,
                    help="predictions CSV (query_id,reference_id,score) or scores JSON; vsc-matching: segments CSV")
-    p.add_argument("--protocol", default="disc21", choices=PROTOCOLS,
-                   help="what is evaluated (default disc21: image pairs; vsc-*: videos, see above)")
-    p.add_argument("--gt", type=Path, required=True, help="ground truth: CSV query_id,reference_id or JSON")
+    # the choices are the registry's (copynce_fast/eval/protocols.py): image and video protocols in one list
+    p.add_argument("--protocol", default="disc21", choices=protocol_names(),
+                   help="benchmark protocol (default disc21; ndec, anypattern: image pairs; vsc-*: videos, see above)")
+    p.add_argument("--gt", type=Path, default=None,
+                   help="ground truth: CSV query_id,reference_id or JSON (image protocols: or found under --root)")
+    p.add_argument("--root", type=Path, default=None,
+                   help="image protocols: the benchmark folder (its ground truth and layout; see the README)")
+    p.add_argument("--hard-negatives", type=Path, default=None,
+                   help="ndec: hard-negative queries, CSV query_id[,reference_id] or .txt (default: under --root)")
     p.add_argument("--out", type=Path, required=True, help="report folder (metrics.json, pr_curve.png)")
     p.add_argument("--topk", type=positive_int, default=None, help="keep the k best pairs per query first")
     p.add_argument("--max-predictions", type=non_negative_int, default=OFFICIAL_MAX_PREDICTIONS,
@@ -68,46 +82,59 @@ def add_parser(subparsers) -> None:
     add_common_args(p)
 
 
+def _flagged(e: Exception) -> str:
+    """A library message ``"<role>: ..."`` with the role replaced by its flag."""
+    msg = one_line(e)
+    role, sep, rest = msg.partition(": ")
+    return f"{FLAG_OF_ROLE[role]}: {rest}" if sep and role in FLAG_OF_ROLE else msg
+
+
+def _fmt(v) -> str:
+    if v is None:
+        return "n/a"
+    return f"{v:.4f}" if isinstance(v, float) else str(v)
+
+
 def run(args) -> int:
-    from copynce_fast.eval.disc21 import read_candidates, read_ground_truth, topk_per_query
-    from copynce_fast.eval.metrics import evaluate, precision_recall_curve
+    from copynce_fast.eval.protocols import EvalOptions, get_protocol
     from copynce_fast.utils.jsonio import write_json_report
     from copynce_fast.viz.curves import plot_pr_curve
 
-    if args.protocol in VSC_PROTOCOLS:
+    protocol = get_protocol(args.protocol)
+    if protocol.kind == "video":
+        if args.root is not None or args.hard_negatives is not None:
+            raise CliError(f"--root / --hard-negatives: image protocols only, not {args.protocol}")
         return run_vsc(args)
+    if args.protocol != "ndec" and args.hard_negatives is not None:
+        raise CliError(f"--hard-negatives: only --protocol ndec reads a hard-negative list, not {args.protocol}")
     ks = _ks(args.recall_k)
     preds_path = existing_file("predictions", args.predictions)
-    gt_path = existing_file("--gt", args.gt)
+    overrides = {"ground_truth": args.gt}
+    if "hard_negatives" in protocol.file_roles:
+        overrides["hard_negatives"] = args.hard_negatives
+    options = EvalOptions(topk=args.topk, max_predictions=args.max_predictions, recall_ks=tuple(ks))
     try:
-        preds = read_candidates(preds_path)
+        layout = protocol.locate(args.root, overrides)
+        report = protocol.evaluate(preds_path, layout, options)
     except ValueError as e:
-        raise CliError(f"predictions: {e}") from None
-    try:
-        gt = read_ground_truth(gt_path)
-    except ValueError as e:
-        raise CliError(f"--gt: {e}") from None
-    n_gt = sum(len(v) for v in gt.values())
-    if n_gt == 0:
-        raise CliError(f"--gt {gt_path}: no (query, reference) pair: recall is undefined")
-    n_input = len(preds[0])
-    if args.topk is not None:
-        preds = topk_per_query(*preds, args.topk)
-    cap = args.max_predictions or None
-    if cap is not None and len(preds[0]) > cap:
-        warn("evaluate", f"{len(preds[0])} predictions exceed --max-predictions {cap}: only the best {cap} count")
-    unknown = len(set(preds[0].tolist()) - set(gt))
-    if unknown:
-        warn("evaluate", f"{unknown} predicted query id(s) are not in the ground truth (counted as non-matching)")
+        raise CliError(_flagged(e)) from None
 
-    metrics = evaluate(preds, gt, ks=ks, max_predictions=cap)
-    curve = precision_recall_curve(preds, gt, max_predictions=cap)
+    metrics, sel = report.metrics, report.selection
+    if sel["max_predictions"] is not None and sel["after_topk"] > sel["max_predictions"]:
+        warn("evaluate", f"{sel['after_topk']} predictions exceed --max-predictions {sel['max_predictions']}: only "
+                         f"the best {sel['max_predictions']} count")
+    if report.details["unknown_predicted_queries"]:
+        warn("evaluate", f"{report.details['unknown_predicted_queries']} predicted query id(s) are not in the "
+                         f"ground truth (counted as non-matching)")
+    for note in report.details["notes"]:
+        warn("evaluate", note)
     args.out.mkdir(parents=True, exist_ok=True)
-    selection = {"input_pairs": n_input, "topk": args.topk, "after_topk": len(preds[0]), "max_predictions": cap,
-                 "evaluated": metrics.n_predictions}
-    report = write_json_report(args.out / "metrics.json", metrics, predictions=str(preds_path),
-                               ground_truth=str(gt_path), selection=selection)
-    plot_pr_curve(args.out / "pr_curve.png", curve,
+    flat = report.flat()
+    json_path = write_json_report(args.out / "metrics.json", metrics, protocol=protocol.name,
+                                  headline={key: flat.get(key) for _, key in report.headline},
+                                  protocol_metrics=report.extra, predictions=str(preds_path),
+                                  ground_truth=str(layout.ground_truth), selection=sel, layout=report.details)
+    plot_pr_curve(args.out / "pr_curve.png", report.curve,
                   title=args.title or f"{preds_path.name}: μAP {metrics.uap:.4f}")
     rp90 = "n/a" if metrics.recall_at_p90 is None else f"{metrics.recall_at_p90:.4f} (score >= " \
                                                        f"{metrics.threshold_at_p90:.4g})"
@@ -116,7 +143,10 @@ def run(args) -> int:
     print(f"mAP      {metrics.map:.4f}")
     for k, v in metrics.recall_at_k.items():
         print(f"recall@{k:<3} {v:.4f}")
-    print(f"pairs    {metrics.n_predictions} evaluated of {n_input}; GT pairs {metrics.n_gt} over "
+    for key, value in report.extra.items():
+        print(f"{key:<32} {_fmt(value)}")
+    print(f"pairs    {metrics.n_predictions} evaluated of {sel['input_pairs']}; GT pairs {metrics.n_gt} over "
           f"{metrics.n_gt_queries} queries")
-    info(f"report -> {report}, {args.out / 'pr_curve.png'}")
+    print(f"{protocol.name}: " + ", ".join(f"{label} {_fmt(flat.get(key))}" for label, key in report.headline))
+    info(f"report -> {json_path}, {args.out / 'pr_curve.png'}")
     return 0

@@ -36,6 +36,10 @@ _REGISTRY: dict[str, str] = {
     "disc21": "copynce_fast.eval.disc21:PROTOCOL",
     "ndec": "copynce_fast.eval.ndec:PROTOCOL",
     "anypattern": "copynce_fast.eval.anypattern:PROTOCOL",
+    # video (VSC2022, metrics in eval/vsc.py): frame features and segment CSVs do not fit the image pipeline, so
+    # ``evaluate`` runs them itself (cli/_evaluate_vsc.py); listed here so every --protocol name is in one place
+    "vsc-descriptor": "copynce_fast.eval.protocols:VSC_DESCRIPTOR",
+    "vsc-matching": "copynce_fast.eval.protocols:VSC_MATCHING",
 }
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
@@ -119,14 +123,17 @@ class Protocol:
         locate: ``(root, overrides) -> Layout``; ``overrides`` maps a role (``"ground_truth"`` or one of
             ``file_roles``) to an explicit path or None. Raises ValueError naming the role and path.
         evaluate: ``(predictions_path, layout, options) -> ProtocolReport``.
+        kind: ``"image"`` (predictions of image pairs, ``locate`` + ``evaluate``) or ``"video"`` (run by the
+            caller's own VSC2022 code; ``locate`` / ``evaluate`` are None).
     """
 
     name: str
     summary: str
     layout_doc: str
     file_roles: tuple[str, ...]
-    locate: Callable[[Path | None, Mapping[str, Path | None]], Layout]
-    evaluate: Callable[[Path, Layout, EvalOptions], ProtocolReport]
+    locate: Callable[[Path | None, Mapping[str, Path | None]], Layout] | None
+    evaluate: Callable[[Path, Layout, EvalOptions], ProtocolReport] | None
+    kind: str = "image"
 
 
 # ------------------------------------------------------------------------------------------------ registry
@@ -260,7 +267,10 @@ def select_predictions(predictions_path: Path, gt: GroundTruth, options: EvalOpt
     """Read predictions and apply ``topk`` then the cap. Returns ``((q, r, s) in global rank order, counts)``."""
     from copynce_fast.eval.disc21 import read_candidates, topk_per_query
 
-    q, r, s = read_candidates(predictions_path)
+    try:
+        q, r, s = read_candidates(predictions_path)
+    except ValueError as e:
+        raise ValueError(f"predictions: {e}") from None
     n_input = len(q)
     if options.topk is not None:
         q, r, s = topk_per_query(q, r, s, options.topk)
@@ -278,7 +288,10 @@ def read_gt(layout: Layout) -> GroundTruth:
     raises ValueError when it holds no pair (recall undefined)."""
     from copynce_fast.eval.disc21 import read_ground_truth
 
-    gt = read_ground_truth(layout.ground_truth)
+    try:
+        gt = read_ground_truth(layout.ground_truth)
+    except ValueError as e:
+        raise ValueError(f"ground_truth: {e}") from None
     if not any(gt.values()):
         raise ValueError(f"ground_truth: {layout.ground_truth} has no (query, reference) pair: recall is undefined")
     return gt
@@ -309,3 +322,13 @@ def evaluate_pairs(protocol: str, predictions_path: Path, layout: Layout, option
     more = extra(preds, gt, layout, metrics) if extra is not None else {}
     return ProtocolReport(protocol=protocol, metrics=metrics, headline=headline, extra=more, curve=curve,
                           selection=selection, details=details)
+
+
+VSC_DESCRIPTOR = Protocol(
+    name="vsc-descriptor", kind="video", file_roles=(), locate=None, evaluate=None,
+    summary="VSC2022 descriptor track: video-level μAP of candidate pairs (eval/vsc.py)",
+    layout_doc="--queries / --references video features, --gt the VSC2022 ground-truth CSV")
+VSC_MATCHING = Protocol(
+    name="vsc-matching", kind="video", file_roles=(), locate=None, evaluate=None,
+    summary="VSC2022 matching track: segment-level AP of predicted segments (eval/vsc.py)",
+    layout_doc="a segments CSV as predictions, --gt the VSC2022 ground-truth CSV")
