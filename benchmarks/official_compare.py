@@ -107,6 +107,6 @@ def correspondence_parity(off, configs: list[dict], native_hw: tuple[int, int], 
 
 
 def counts_difference(counts_a: torch.Tensor, counts_b: torch.Tensor) -> float:
-    """Mean share of a query patch's pixels assigned to a different bin (reference patch or invalid): Σ|a−b| / 2P²."""
+    """Mean share of a query patch's pixels put in a different bin (reference patch or invalid): Σ|a−b| / 2P²."""
     a, b = counts_a.long(), counts_b.long()
     return float((a - b).abs().sum(-1).double().mean() / (2 * a.sum(-1).double().mean()))

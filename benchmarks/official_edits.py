@@ -203,8 +203,10 @@ def _geo_group(off, rng, hw) -> list[dict]:
         if rng.random() < 0.5:
             h, w = hw
             dx, dy = int(0.5 * (w // 2)), int(0.5 * (h // 2))
-            fr = [(rng.integers(0, dx + 1), rng.integers(0, dy + 1)), (rng.integers(w - dx - 1, w), rng.integers(0, dy + 1)),
-                  (rng.integers(w - dx - 1, w), rng.integers(h - dy - 1, h)), (rng.integers(0, dx + 1), rng.integers(h - dy - 1, h))]
+            left, right = (0, dx + 1), (w - dx - 1, w)
+            top, bottom = (0, dy + 1), (h - dy - 1, h)
+            fr = [(rng.integers(*x), rng.integers(*y)) for x, y in ((left, top), (right, top), (right, bottom),
+                                                                     (left, bottom))]
             out.append(_perspective(off, hw, [(x / max(w - 1, 1), y / max(h - 1, 1)) for x, y in fr]))
         else:
             out.append(_affine(off, hw, _snap(rng.uniform(0, 360)), shear_x=rng.uniform(-45, 45)))

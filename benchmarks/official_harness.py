@@ -14,6 +14,8 @@ repository, where development machines and CI have it). What it hard-codes is st
   pull in albumentations, augly, torchvision and the rest. ``full`` imports the packages as published (needs the
   ``[official]`` extra, or the separate virtualenv of ``benchmarks/official_venv.sh``) and gives the dataset,
   augmentation, models, losses and timm optimiser/scheduler.
+- Library drift: Pillow 10 dropped ``FreeTypeFont.getsize`` (the official pins Pillow 9.3) and PyPI's torchvision
+  for torch 2.13 fails to import beside the CPU build of torch; ``full`` mode bridges both (see the functions).
 - DISC21 paths, kNN files and 8 GPUs: the harness builds its own OmegaConf config (``data_src: folder``, no hard
   negative mining, one process) instead of the shipped yaml paths.
 """
@@ -40,7 +42,7 @@ SIBLING_CHECKOUT = REPO_ROOT.parent / "shared" / "official-copynce"  # where dev
 FULL_DEPS = {"torchvision": "torchvision", "timm": "timm==0.9.2", "albumentations": "albumentations==1.3.1",
              "augly": "augly==1.0.0", "cv2": "opencv-python-headless", "kornia": "kornia==0.6.12",
              "omegaconf": "omegaconf==2.3.0", "loguru": "loguru", "func_timeout": "func-timeout",
-             "fontTools": "fonttools", "matplotlib": "matplotlib", "pandas": "pandas"}
+             "fontTools": "fonttools", "matplotlib": "matplotlib", "pandas": "pandas", "einops": "einops"}
 
 
 class OfficialUnavailable(RuntimeError):
@@ -178,6 +180,35 @@ def _torchvision_importable() -> None:
 _KEEP: list = []
 
 
+def _basic_text_layout(overlay: types.ModuleType) -> None:
+    """The official text overlay draws random characters of random fonts; with Pillow's libraqm layout (bundled
+    in current wheels) about 1% of them fail ('raqm_layout() failed'), which the official loader does not retry.
+    Give that module a ``PIL.ImageFont`` whose ``truetype`` uses the basic layout (the one a Pillow 9.3 without
+    FriBiDi uses); nothing outside the official module is changed."""
+    from functools import partial
+
+    from PIL import ImageFont
+    proxy = types.ModuleType("PIL.ImageFont")
+    proxy.__dict__.update(ImageFont.__dict__)
+    proxy.truetype = partial(ImageFont.truetype, layout_engine=ImageFont.Layout.BASIC)
+    overlay.ImageFont = proxy
+
+
+def _pillow_compat() -> None:
+    """Pillow 10 removed ``FreeTypeFont.getsize`` / ``getsize_multiline``, which the official text overlay and
+    augly call (the official pins Pillow 9.3, which has no wheel for this Python). Put equivalents back from
+    ``getbbox`` (Pillow 9's getsize was the bbox's right/bottom edge)."""
+    from PIL import ImageDraw, ImageFont, Image
+    cls = ImageFont.FreeTypeFont
+    if not hasattr(cls, "getsize"):
+        cls.getsize = lambda self, text, *a, **k: tuple(self.getbbox(text, *a, **k)[2:])
+    if not hasattr(cls, "getsize_multiline"):
+        def getsize_multiline(self, text, *a, **k):
+            box = ImageDraw.Draw(Image.new("L", (1, 1))).multiline_textbbox((0, 0), text, font=self)
+            return box[2], box[3]
+        cls.getsize_multiline = getsize_multiline
+
+
 # --- loading ----------------------------------------------------------------------------------------------------
 
 @dataclass
@@ -254,6 +285,7 @@ def load_official(src: str | os.PathLike | None = None, full: bool | None = None
         with _stubs_installed():
             if full:
                 _torchvision_importable()
+                _pillow_compat()
                 for name in ("core", "core.data", "core.loss", "core.models", "core.configs"):
                     importlib.import_module(name)
             else:
@@ -266,6 +298,12 @@ def load_official(src: str | os.PathLike | None = None, full: bool | None = None
             cl = importlib.import_module("core.loss.copynce_loss")
     finally:
         sys.path.remove(str(path))
+    if full:  # its INFO lines (one per built object) would drown the tables; warnings still show
+        from loguru import logger
+        logger.remove()
+        logger.add(sys.stderr, level="WARNING")
+    if full:
+        _basic_text_layout(importlib.import_module("core.data.augmentation.overlay"))
     off = Official(path, full, mm, cl, du)
     _LOADED[path] = off
     return off

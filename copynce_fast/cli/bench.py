@@ -17,6 +17,7 @@ SCRIPTS = {
     "search": ("bench_eval_search.py",),
     "dense": ("bench_dense.py",),
     "train": ("bench_train_step.py", "bench_train.py"),
+    "official": ("bench_official.py",),
 }
 
 DESCRIPTION = f"""\
@@ -29,16 +30,20 @@ names: {', '.join(SCRIPTS)} (or any benchmarks/bench_<name>.py)
 examples:
   copynce-fast bench eval --quick
   copynce-fast bench models -- --batch 128
+  copynce-fast bench official --official-src ../CopyNCE      # beside the official code (issue 11)
 """
 
 
 def add_parser(subparsers) -> None:
     p = add_subparser(subparsers, "bench", "run a benchmark script (benchmarks/bench_*.py)", DESCRIPTION)
-    p.usage = "copynce-fast bench [-h] [--quick] [--benchmarks-dir DIR] [--debug] name [-- SCRIPT_ARGS ...]"
+    p.usage = ("copynce-fast bench [-h] [--quick] [--benchmarks-dir DIR] [--official-src DIR] [--debug] name "
+               "[-- SCRIPT_ARGS ...]")
     p.add_argument("name", help=f"benchmark: {', '.join(SCRIPTS)}")
     p.add_argument("--quick", action="store_true", help="tiny CPU smoke configuration")
     p.add_argument("--benchmarks-dir", type=Path, default=None,
                    help="benchmarks folder (default: <repo>/benchmarks next to the installed package)")
+    p.add_argument("--official-src", default=None, metavar="DIR",
+                   help="official CopyNCE checkout, passed to the 'official' benchmark (or set COPYNCE_OFFICIAL_SRC)")
     p.set_defaults(script_args=[])  # filled by cli.main from the arguments after "--"
     add_common_args(p)
 
@@ -68,6 +73,8 @@ def run(args) -> int:
     folder = benchmarks_dir(args.benchmarks_dir)
     script = resolve_script(args.name, folder)
     extra = list(args.script_args)
+    if args.official_src:
+        extra = ["--official-src", str(args.official_src), *extra]
     cmd = [sys.executable, str(script), *(["--quick"] if args.quick else []), *extra]
     info(f"running {' '.join(cmd)}")
     return subprocess.run(cmd, cwd=folder.parent).returncode
