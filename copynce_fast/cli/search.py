@@ -31,6 +31,12 @@ training set) subtracts a per-query bias from the query's scores:
   isc2021  the n-th aux similarity                                (params: n=10 beta=1.0 reduction=min)
   sscd     mean of aux similarities first..last (inclusive)       (params: first=0 last=2 beta=1.0)
 
+Asymmetric score (--score asymmetric; ASL, AAAI 2023): s(q -> r) = cos(q, r) - gamma * relu(log|q| - log|r|),
+with |.| the descriptor's length before L2 normalisation (stored by 'extract' as the files' norms): a query
+holding more content than a reference scores lower, so a whole image does not match its own crop as strongly
+as the crop matches it. The --asl-candidates best cosine candidates of each query (default 4 x k) are rescored
+and the best k kept; --asl-gamma inf drops every pair whose query norm is the larger (the ASL code's rule).
+
 examples:
   copynce-fast search --queries q.npz --references r.npz --out preds.csv -k 10
   copynce-fast search --queries q.npz --index refs.index --out preds.csv --score-norm copynce --aux train.npz
@@ -60,6 +66,14 @@ def add_parser(subparsers) -> None:
     p.add_argument("--backend", default="auto", choices=("auto", "faiss", "torch"),
                    help="exact search backend for --references (auto: torch on CUDA, else faiss when installed)")
     p.add_argument("--nprobe", type=positive_int, default=None, help="IVF lists visited (--index ivf/ivfpq)")
+    a = p.add_argument_group("asymmetric score (ASL)")
+    a.add_argument("--score", default="cosine", choices=("cosine", "asymmetric"),
+                   help="cosine (default) or the asymmetric ASL score (needs --references features with norms)")
+    a.add_argument("--asl-gamma", type=float, default=1.0,
+                   help="asymmetric: penalty per unit log norm ratio when the query is the larger (default 1; "
+                        "inf = drop such pairs)")
+    a.add_argument("--asl-candidates", type=positive_int, default=None,
+                   help="asymmetric: cosine candidates rescored per query (default 4 x k)")
     s = p.add_argument_group("score normalisation")
     s.add_argument("--score-norm", default=None, choices=tuple(SCORE_NORM_PARAMS),
                    help="normalise scores against --aux descriptors")
@@ -109,6 +123,11 @@ def run(args) -> int:
         raise CliError("--aux / --sn-param need --score-norm")
     if args.score_norm is not None and args.aux is None:
         raise CliError(f"--score-norm {args.score_norm} needs --aux FEATURES (non-copy descriptors)")
+    asymmetric = args.score == "asymmetric"
+    if asymmetric and args.index is not None:
+        raise CliError("--score asymmetric needs --references features (a saved --index keeps no descriptor norms)")
+    if not args.asl_gamma >= 0:
+        raise CliError(f"--asl-gamma: must be >= 0 (or inf), got {args.asl_gamma}")
     sn_params = parse_key_values("--sn-param", args.sn_param, SCORE_NORM_PARAMS.get(args.score_norm, {}))
 
     device = resolve_device(args.device)
@@ -141,13 +160,29 @@ def run(args) -> int:
     if k > n_ref:
         warn("search", f"-k {k} exceeds the {n_ref} references; using k={n_ref}")
         k = n_ref
+    n_cand = k
+    if asymmetric:
+        for flag, feats in (("--queries", q), ("--references", r)):
+            if feats.norms is None:
+                raise CliError(f"{flag}: the feature file holds no descriptor norms (extracted by an older version); "
+                               f"extract again for --score asymmetric")
+        n_cand = min(n_ref, max(k, args.asl_candidates or 4 * k))
 
     if args.index is not None:
         scores, rows = index.search(np.asarray(q.features, dtype=np.float32), k, nprobe=args.nprobe,
                                     device=str(device))
         scores, rows = (torch.from_numpy(scores).to(device), torch.from_numpy(rows)) if on_device else (scores, rows)
     else:
-        scores, rows = knn(xq, as_input(r.features), k, metric="ip", backend=args.backend)
+        scores, rows = knn(xq, as_input(r.features), n_cand, metric="ip", backend=args.backend)
+    if asymmetric:
+        from copynce_fast.search.asymmetric import asymmetric_rescore, provably_exact
+
+        lowest_candidate = scores[:, -1]
+        scores, rows = asymmetric_rescore(scores, rows, q.norms, r.norms, k, args.asl_gamma)
+        unsure = int((~provably_exact(scores, lowest_candidate)).sum()) if n_cand < n_ref else 0
+        if unsure:
+            warn("search", f"{unsure} queries may miss a reference beyond their {n_cand} cosine candidates; "
+                           f"raise --asl-candidates for an exact asymmetric top-{k}")
     if args.score_norm is not None:
         from copynce_fast.search.score_norm import normalize_scores
 

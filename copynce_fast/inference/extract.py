@@ -37,6 +37,7 @@ from copynce_fast.inference.images import ImageItem, load_image, normalize
 from copynce_fast.models import CopyDescriptor
 from copynce_fast.models.loading import LoadedModel
 from copynce_fast.search.features import FeatureWriter, consolidate, load_features
+from copynce_fast.search.whitening import Whitening
 from copynce_fast.utils.device import autocast
 
 
@@ -92,18 +93,24 @@ class ExtractResult:
 
 
 def _writer(directory: Path, loaded: LoadedModel, dim: int, dtype: str, shard_size: int,
-            out: Path) -> FeatureWriter:
+            out: Path, whitening: str | None = None) -> FeatureWriter:
+    extra = {"kind": "descriptor", **({"whitening": whitening} if whitening else {})}
     try:
-        return FeatureWriter(directory, model=loaded.name, dim=dim, img_size=loaded.img_size, dtype=dtype,
-                             shard_size=shard_size, extra={"kind": "descriptor"})
+        writer = FeatureWriter(directory, model=loaded.name, dim=dim, img_size=loaded.img_size, dtype=dtype,
+                               shard_size=shard_size, extra=extra)
     except ValueError as e:
         raise ValueError(f"out {out}: existing features were made differently ({e}); write elsewhere or "
                          f"delete it") from None
+    if writer.meta.get("whitening") != whitening:  # extra keys are not compared by the writer itself
+        raise ValueError(f"out {out}: holds whitening={writer.meta.get('whitening')!r}, asked "
+                         f"whitening={whitening!r}; write elsewhere or delete it")
+    return writer
 
 
 def extract_features(loaded: LoadedModel, items: Sequence[ImageItem], out: str | Path, *, batch_size: int = 64,
                      num_workers: int = 4, amp: str = "bf16", dtype: str = "float32", shard_size: int = 4096,
-                     max_images: int | None = None, progress: bool = True, loader: str = "torch") -> ExtractResult:
+                     max_images: int | None = None, progress: bool = True, loader: str = "torch",
+                     whitening: Whitening | None = None) -> ExtractResult:
     """Extract descriptors of ``items`` into ``out`` (see the module docstring), resuming what is there.
 
     Args:
@@ -119,6 +126,8 @@ def extract_features(loaded: LoadedModel, items: Sequence[ImageItem], out: str |
         loader: "torch" (PIL decode in DataLoader workers), "dali" (DALI decode + resize, on the GPU when
             the model is on CUDA; :mod:`copynce_fast.inference.extract_dali`) or "auto" (DALI on CUDA when
             installed, else torch).
+        whitening: PCA-whitening (:mod:`copynce_fast.search.whitening`) applied on the device before storing:
+            the file then holds ``whitening.dim_out``-d rows and records ``meta["whitening"]`` = its digest.
 
     Returns:
         :class:`ExtractResult`.
@@ -141,6 +150,10 @@ def extract_features(loaded: LoadedModel, items: Sequence[ImageItem], out: str |
         raise ValueError(f"out {out}: is a file; give a directory, or a path ending in .npz")
     model: CopyDescriptor = loaded.model
     device = loaded.device
+    if whitening is not None and whitening.dim_in != model.dim:
+        raise ValueError(f"whitening: expects {whitening.dim_in}-d descriptors, the model makes {model.dim}-d")
+    dim = model.dim if whitening is None else whitening.dim_out
+    digest = None if whitening is None else whitening.digest
 
     by_id = {it.id: it for it in items}
     if len(by_id) != len(items):
@@ -148,17 +161,17 @@ def extract_features(loaded: LoadedModel, items: Sequence[ImageItem], out: str |
     seed = None
     if single and out.is_file() and not (directory / "index.json").exists():
         seed = load_features(out)  # a finished .npz: new ids are added through a parts folder
-        for key, want in (("model", loaded.name), ("dim", model.dim), ("img_size", loaded.img_size),
-                          ("dtype", dtype)):
+        for key, want in (("model", loaded.name), ("dim", dim), ("img_size", loaded.img_size),
+                          ("dtype", dtype), ("whitening", digest)):
             if seed.meta.get(key) != want:
                 raise ValueError(f"out {out}: holds {key}={seed.meta.get(key)!r}, asked {key}={want!r}; write "
                                  f"elsewhere or delete it")
         stored = set(seed.ids.tolist())
         if all(i in stored for i in by_id):
             return ExtractResult(out=out, total=len(items), already_done=len(items), extracted=0)
-    writer = _writer(directory, loaded, model.dim, dtype, shard_size, out)
+    writer = _writer(directory, loaded, dim, dtype, shard_size, out, digest)
     if seed is not None:
-        writer.append(seed.ids, seed.features)
+        writer.append(seed.ids, seed.features, seed.norms)
         writer.flush()
 
     todo_ids = writer.remaining(by_id)
@@ -184,9 +197,11 @@ def extract_features(loaded: LoadedModel, items: Sequence[ImageItem], out: str |
                 if images is not None:
                     x = normalize(images, device)
                     with autocast(device, amp):
-                        feat = model(x)["feat"]
-                    # host sync once per batch: the writer needs the rows on the host anyway
-                    writer.append(ids[idx.numpy()], feat.float().cpu())
+                        res = model(x)
+                    feat = res["feat"] if whitening is None else whitening.apply(res["feat"].float())
+                    # host sync once per batch: the writer needs the rows on the host anyway; the norms are the
+                    # asymmetric (ASL) score's input (search --score asymmetric)
+                    writer.append(ids[idx.numpy()], feat.float().cpu(), res["norm"].float().cpu())
                     result.extracted += len(idx)
                 bar.update(len(idx) + len(failures))
         bar.close()

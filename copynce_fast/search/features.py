@@ -5,7 +5,9 @@
 * ``ids``: (N,) unicode array, the image ids (e.g. ``"Q25000"``), row ``i`` of ``features`` is ``ids[i]``;
 * ``features``: (N, D) float16 or float32;
 * ``meta``: 0-d unicode array with a JSON object: ``{"format": "copynce-fast-features", "version": 1,
-  "model": str, "dim": D, "img_size": int, "dtype": "float16"|"float32", "count": N, ...extra}``.
+  "model": str, "dim": D, "img_size": int, "dtype": "float16"|"float32", "count": N, ...extra}``;
+* ``norms`` (optional): (N,) float32, each descriptor's length before its L2 normalisation (the input of the
+  asymmetric ASL score, ``search --score asymmetric``); files without it load with ``norms=None``.
 
 It loads with ``np.load(path, allow_pickle=False)``; no pickle anywhere.
 
@@ -42,11 +44,13 @@ _DTYPES = ("float16", "float32")
 @dataclass(frozen=True)
 class Features:
     """Descriptors with ids. ``ids`` (N,) unicode, ``features`` (N, D) float16/float32, ``meta`` the JSON
-    metadata (model, dim, img_size, dtype, count and any extra keys)."""
+    metadata (model, dim, img_size, dtype, count and any extra keys), ``norms`` (N,) float32 pre-normalisation
+    lengths or None."""
 
     ids: np.ndarray
     features: np.ndarray
     meta: dict = field(default_factory=dict)
+    norms: np.ndarray | None = None
 
     @property
     def dim(self) -> int:
@@ -86,9 +90,19 @@ def _check_rows(ids, features, dim: int | None) -> tuple[np.ndarray, np.ndarray]
     return ids, features
 
 
-def _npz_bytes(ids: np.ndarray, features: np.ndarray, meta: dict) -> bytes:
+def _check_norms(norms, n: int) -> np.ndarray | None:
+    if norms is None:
+        return None
+    norms = _to_numpy(norms).astype(np.float32)
+    if norms.shape != (n,) or not (np.isfinite(norms).all() and (norms > 0).all()):
+        raise ValueError(f"norms must be ({n},) positive finite values, got shape {norms.shape}")
+    return norms
+
+
+def _npz_bytes(ids: np.ndarray, features: np.ndarray, meta: dict, norms: np.ndarray | None = None) -> bytes:
     buf = io.BytesIO()
-    np.savez(buf, ids=ids, features=features, meta=np.asarray(json.dumps(meta, sort_keys=True)))
+    arrays = {} if norms is None else {"norms": norms}
+    np.savez(buf, ids=ids, features=features, meta=np.asarray(json.dumps(meta, sort_keys=True)), **arrays)
     return buf.getvalue()
 
 
@@ -100,7 +114,7 @@ def _atomic_write(path: Path, data: bytes) -> None:
 
 
 def save_features(path: str | Path, ids, features, *, model: str, img_size: int, dtype: str = "float32",
-                  extra: dict | None = None) -> Path:
+                  extra: dict | None = None, norms=None) -> Path:
     """Write one ``.npz`` feature file (format in the module docstring).
 
     Args:
@@ -110,25 +124,30 @@ def save_features(path: str | Path, ids, features, *, model: str, img_size: int,
         model, img_size: recorded in the metadata; ``dim`` is taken from ``features``.
         dtype: "float32" (default) or "float16" storage.
         extra: additional JSON-serialisable metadata.
+        norms: optional (N,) pre-normalisation descriptor lengths (stored as ``norms``).
     """
     ids, features = _check_rows(ids, features, None)
+    norms = _check_norms(norms, len(ids))
     _check_meta_args(model, features.shape[1], img_size, dtype)
     meta = {**(extra or {}), "format": FORMAT, "version": VERSION, "model": model, "dim": int(features.shape[1]),
             "img_size": int(img_size), "dtype": dtype, "count": len(ids)}
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    _atomic_write(path, _npz_bytes(ids, features.astype(dtype), meta))
+    _atomic_write(path, _npz_bytes(ids, features.astype(dtype), meta, norms))
     return path
 
 
 def _load_file(path: Path) -> Features:
     with np.load(path, allow_pickle=False) as z:
         ids, features, meta = z["ids"], z["features"], json.loads(str(z["meta"]))
+        norms = z["norms"] if "norms" in z.files else None
     if meta.get("format") != FORMAT:
         raise ValueError(f"{path}: not a {FORMAT} file (format={meta.get('format')!r})")
     if features.ndim != 2 or features.shape[1] != meta["dim"] or len(ids) != len(features):
         raise ValueError(f"{path}: features {features.shape} / ids {ids.shape} disagree with dim={meta['dim']}")
-    return Features(ids=ids, features=features, meta=meta)
+    if norms is not None and norms.shape != ids.shape:
+        raise ValueError(f"{path}: norms {norms.shape} / ids {ids.shape} disagree")
+    return Features(ids=ids, features=features, meta=meta, norms=norms)
 
 
 def load_features(path: str | Path) -> Features:
@@ -141,12 +160,15 @@ def load_features(path: str | Path) -> Features:
         raise ValueError(f"{path}: no index.json, not a feature shard directory")
     meta = index["meta"]
     parts = [_load_file(path / s["file"]) for s in index["shards"]]
+    norms = None
     if parts:
         ids = np.concatenate([p.ids for p in parts])
         feats = np.concatenate([p.features for p in parts])
+        if all(p.norms is not None for p in parts):  # a shard without norms (an older extraction): none at all
+            norms = np.concatenate([p.norms for p in parts])
     else:
         ids, feats = np.zeros(0, dtype=str), np.zeros((0, meta["dim"]), dtype=meta["dtype"])
-    return Features(ids=ids, features=feats, meta={**meta, "format": FORMAT, "count": len(ids)})
+    return Features(ids=ids, features=feats, meta={**meta, "format": FORMAT, "count": len(ids)}, norms=norms)
 
 
 def _read_index(directory: Path) -> dict | None:
@@ -202,6 +224,7 @@ class FeatureWriter:
                 self._done.update(z["ids"].tolist())
         self._buf_ids: list[np.ndarray] = []
         self._buf_feats: list[np.ndarray] = []
+        self._buf_norms: list[np.ndarray | None] = []
         self._buffered: set[str] = set()
 
     @property
@@ -217,14 +240,17 @@ class FeatureWriter:
         """The ids (as strings, in the given order) not yet written or buffered."""
         return [i for i in map(str, ids) if i not in self._done and i not in self._buffered]
 
-    def append(self, ids, features) -> None:
-        """Buffer (N,) ids with their (N, dim) features; full shards are written as they fill up."""
+    def append(self, ids, features, norms=None) -> None:
+        """Buffer (N,) ids with their (N, dim) features (and optional (N,) norms); full shards are written as
+        they fill up. A shard stores norms only when every row in it came with them."""
         ids, features = _check_rows(ids, features, self._index["meta"]["dim"])
+        norms = _check_norms(norms, len(ids))
         clash = [i for i in ids.tolist() if i in self._done or i in self._buffered]
         if clash:
             raise ValueError(f"ids already written: {clash[:3]}{' ...' if len(clash) > 3 else ''}")
         self._buf_ids.append(ids)
         self._buf_feats.append(features.astype(self._index["meta"]["dtype"]))
+        self._buf_norms.append(norms if norms is not None else np.full(len(ids), np.nan, dtype=np.float32))
         self._buffered.update(ids.tolist())
         while len(self._buffered) >= self.shard_size:
             self._write_shard(self.shard_size)
@@ -244,11 +270,14 @@ class FeatureWriter:
 
     def _write_shard(self, n: int) -> None:
         ids, feats = np.concatenate(self._buf_ids), np.concatenate(self._buf_feats)
-        self._buf_ids, self._buf_feats = ([ids[n:]], [feats[n:]]) if n < len(ids) else ([], [])
+        norms = np.concatenate(self._buf_norms)  # nan marks rows that came without a norm
+        self._buf_ids, self._buf_feats, self._buf_norms = (([ids[n:]], [feats[n:]], [norms[n:]]) if n < len(ids)
+                                                           else ([], [], []))
         number = len(self._index["shards"])
         name = f"shard_{number:06d}.npz"
         meta = {**self._index["meta"], "format": FORMAT, "count": n}
-        _atomic_write(self.directory / name, _npz_bytes(ids[:n], feats[:n], meta))
+        shard_norms = None if np.isnan(norms[:n]).any() else norms[:n]
+        _atomic_write(self.directory / name, _npz_bytes(ids[:n], feats[:n], meta, shard_norms))
         self._index["shards"].append({"file": name, "count": n})
         self._index["count"] += n
         self._write_index(self._index)  # the shard counts only once the index names it
@@ -266,4 +295,4 @@ def consolidate(directory: str | Path, path: str | Path) -> Path:
     extra = {k: v for k, v in f.meta.items() if k not in ("format", "version", "model", "dim", "img_size",
                                                             "dtype", "count")}
     return save_features(path, f.ids, f.features, model=f.meta["model"], img_size=f.meta["img_size"],
-                         dtype=f.meta["dtype"], extra=extra)
+                         dtype=f.meta["dtype"], extra=extra, norms=f.norms)
