@@ -86,7 +86,8 @@ class _ASLTerm(nn.Module):
       both ways, so only the norms can separate them.
 
     Queries holding *more* than their reference (the copy pasted into another image) are not ordered: ASL's rule
-    would call them non-copies, DISC21 calls them copies. ``scale`` is the InfoNCE's learnable one.
+    would call them non-copies, DISC21 calls them copies. ``scale`` is the InfoNCE's learnable one. The term uses
+    this rank's pairs only (no gather across ranks).
     """
 
     def __init__(self, cfg: LossConfig, patch_size: int):
