@@ -34,16 +34,17 @@ def _trace_pairs(cfg, out_dir, n: int) -> str:
     from copynce_fast.data.batch import collate_pairs
     from copynce_fast.data.plan_sampler import PairKey
     from copynce_fast.data.torch_loader import CopyPairDataset
-    from copynce_fast.ops import patch_overlap
     from copynce_fast.data.sources import open_source
+    from copynce_fast.models.vit import PATCH_SIZE  # the patch grid of every model the demo trains
+    from copynce_fast.ops import patch_overlap
     from copynce_fast.train.data import augment_config
     from copynce_fast.viz.pairs import TracedPair, save_pairs
 
     source = open_source(cfg.data.source, seed=cfg.run.seed)  # the bundled photos only
     ds = CopyPairDataset(source, replace(augment_config(cfg), size=128), seed=cfg.run.seed + 1)  # big enough to see
     batch = collate_pairs([ds[PairKey(i, 0)] for i in range(min(n, len(source)))])
-    counts_qr = patch_overlap(batch["paths_qr"], 16)
-    counts_rq = patch_overlap(batch["paths_rq"], 16)
+    counts_qr = patch_overlap(batch["paths_qr"], PATCH_SIZE)
+    counts_rq = patch_overlap(batch["paths_rq"], PATCH_SIZE)
     loss = CopyNCELoss(cfg.loss.copynce_scale, cfg.loss.copynce_gamma, cfg.loss.copynce_lamb)
     L = counts_qr.shape[1]
     tokens = torch.randn(2, len(counts_qr), L, 32, generator=torch.Generator().manual_seed(0))
@@ -52,7 +53,7 @@ def _trace_pairs(cfg, out_dir, n: int) -> str:
     for b in range(len(counts_qr)):
         valid = 1 - counts_qr[b, :, -1].sum().item() / counts_qr[b].sum().item()
         title = f"pair {b}: query | reference  ({100 * valid:.0f}% of query pixels traced to the reference)"
-        pairs.append(TracedPair(batch["query"][b], batch["reference"][b], counts_qr[b], 16, title))
+        pairs.append(TracedPair(batch["query"][b], batch["reference"][b], counts_qr[b], PATCH_SIZE, title))
     path = save_pairs(pairs, out_dir / "pairs.png")
     return f"traced {len(counts_qr)} pairs -> {path} (CopyNCE of random tokens on them: {value:.3f})"
 
