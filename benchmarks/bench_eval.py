@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 import tempfile
 import time
 from dataclasses import asdict, dataclass
@@ -26,15 +25,13 @@ import numpy as np
 import torch
 from PIL import Image
 
-sys.path.insert(0, str(Path(__file__).parent))
-import _bench  # noqa: E402
-
 from copynce_fast.inference.extract import ImageDataset, extract_features, make_loader  # noqa: E402
 from copynce_fast.inference.extract_dali import DaliImageBatches, dali_available  # noqa: E402
 from copynce_fast.inference.images import ImageItem, normalize  # noqa: E402
 from copynce_fast.models.loading import load_model  # noqa: E402
 from copynce_fast.utils.device import autocast  # noqa: E402
-from bench_eval_search import BenchConfig, BenchResult, providers, run_one  # noqa: E402
+from copynce_fast.utils import benchmarking as bench  # noqa: E402
+from bench_eval_search import BenchConfig, BenchResult, providers, run_one  # noqa: E402  (a sibling script)
 
 
 @dataclass(frozen=True)
@@ -50,24 +47,21 @@ class ExtractRow:
     images_per_s: float
 
 
-def _sync() -> None:
-    if torch.cuda.is_available():
-        torch.cuda.synchronize()  # sync point: wall-clock timing of device work
-
-
-def make_jpegs(folder: Path, n: int, size=(375, 500), seed: int = 0) -> list[ImageItem]:
-    """``n`` JPEGs with smooth random content (realistic file sizes, unlike white noise)."""
+def make_jpegs(folder: Path, n: int, size=(375, 500), seed: int = 0, unique: int = 1024) -> list[ImageItem]:
+    """``n`` items over ``min(n, unique)`` JPEG files with smooth random content (realistic file sizes, unlike
+    white noise); items past ``unique`` reuse the files under their own ids (every item is decoded; writing
+    thousands of distinct files would cost more than the extraction being timed)."""
     rng = np.random.default_rng(seed)
-    items = []
-    for i in range(n):
+    paths = []
+    for i in range(min(n, unique)):
         small = rng.integers(0, 256, (size[0] // 25 + 1, size[1] // 25 + 1, 3), dtype=np.uint8)
         img = Image.fromarray(small).resize((size[1], size[0]), Image.BICUBIC)
         detail = rng.integers(-12, 13, (*size, 3))
         arr = np.clip(np.asarray(img, dtype=np.int32) + detail, 0, 255).astype(np.uint8)
         path = folder / f"I{i:06d}.jpg"
         Image.fromarray(arr).save(path, quality=90)
-        items.append(ImageItem(path.stem, path))
-    return items
+        paths.append(path)
+    return [ImageItem(f"I{i:06d}", paths[i % len(paths)]) for i in range(n)]
 
 
 def bench_extraction(items, loaded, batch: int, workers: int, loaders: list[str], arch: str) -> list[ExtractRow]:
@@ -86,10 +80,10 @@ def bench_extraction(items, loaded, batch: int, workers: int, loaders: list[str]
                 loaded.model(normalize(x8, device))["feat"].float()
 
     model_pass()  # warm-up (kernels, allocator)
-    _sync()
+    bench.sync()
     t0 = time.perf_counter()
     model_pass()
-    _sync()
+    bench.sync()
     dt = time.perf_counter() - t0
     rows.append(ExtractRow("model only", "-", seconds=dt, images_per_s=n_batches * batch / dt, **common))
 
@@ -106,7 +100,7 @@ def bench_extraction(items, loaded, batch: int, workers: int, loaders: list[str]
             if images is not None:
                 images.to(device, non_blocking=True)
             n += len(idx)
-        _sync()
+        bench.sync()
         dt = time.perf_counter() - t0
         rows.append(ExtractRow("decode only", loader, seconds=dt, images_per_s=n / dt, **common))
 
@@ -114,11 +108,11 @@ def bench_extraction(items, loaded, batch: int, workers: int, loaders: list[str]
         with tempfile.TemporaryDirectory() as out:
             extract_features(loaded, items[: min(len(items), 2 * batch)], Path(out) / "warm", batch_size=batch,
                              num_workers=workers, loader=loader, progress=False)  # warm-up
-            _sync()
+            bench.sync()
             t0 = time.perf_counter()
             res = extract_features(loaded, items, Path(out) / "feats", batch_size=batch, num_workers=workers,
                                    loader=loader, progress=False)
-            _sync()
+            bench.sync()
             dt = time.perf_counter() - t0
         rows.append(ExtractRow("end-to-end", loader, seconds=dt, images_per_s=res.extracted / dt, **common))
     return rows
@@ -144,7 +138,6 @@ def main() -> None:
     args = ap.parse_args()
 
     cuda = torch.cuda.is_available()
-    quick = args.quick or not cuda
     n_images = args.images or (16 if args.quick else (4096 if cuda else 64))
     batch = args.batch or (8 if args.quick else (256 if cuda else 16))
     workers = args.workers if args.workers is not None else (1 if args.quick else min(16, os.cpu_count() or 1))
@@ -157,17 +150,16 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         items = make_jpegs(Path(tmp), n_images)
         ext_rows = bench_extraction(items, loaded, batch, workers, loaders, args.arch)
-    _bench.print_table([asdict(r) for r in ext_rows],
-                       ["stage", "loader", "arch", "img_size", "images", "batch", "workers", "seconds",
-                        "images_per_s"],
-                       title=f"descriptor extraction ({'bf16 autocast' if cuda else 'fp32 CPU'}; decode included "
-                             f"in end-to-end)")
+    bench.print_table([asdict(r) for r in ext_rows],
+                      ["stage", "loader", "arch", "img_size", "images", "batch", "workers", "seconds", "images_per_s"],
+                      title=f"descriptor extraction ({'bf16 autocast' if cuda else 'fp32 CPU'}; decode included "
+                            f"in end-to-end)")
     search_rows = bench_search(n, m, d, 10)
-    _bench.print_table([asdict(r) for r in search_rows], ["provider", "n", "m", "d", "k", "ms", "tflops", "peak_mb"],
-                       title="exact search (knn, inner product, top-10)")
-    if not quick:
-        _bench.write_jsonl("eval", [{"bench": "extract", **asdict(r)} for r in ext_rows]
-                           + [{"bench": "search", **asdict(r)} for r in search_rows])
+    bench.print_table([asdict(r) for r in search_rows], ["provider", "n", "m", "d", "k", "ms", "min-max", "tflops",
+                                                         "peak_mb"],
+                      title="exact search (knn, inner product, top-10)")
+    bench.write_jsonl("eval", [{"kind": "extract", **asdict(r)} for r in ext_rows]
+                      + [{"kind": "search", **asdict(r)} for r in search_rows])
 
 
 if __name__ == "__main__":

@@ -89,7 +89,7 @@ def main() -> None:
     args = ap.parse_args()
     device = "cuda" if torch.cuda.is_available() else "cpu"
     quick = args.quick or device == "cpu"
-    batch, size = (4, 64) if quick else (args.batch, args.size)
+    batch, size = (2, 32) if quick else (args.batch, args.size)
     warmup, rep = (1, 3) if quick else (3, 20)
     torch._dynamo.config.recompile_limit = 64  # one static graph per config, never a silent eager fallback
     rows = []

@@ -21,26 +21,23 @@ Configurations:
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import _bench  # noqa: E402
-
-from copynce_fast.config import Config, DataConfig, LossConfig, ModelConfig, OptimConfig, RunConfig  # noqa: E402
-from copynce_fast.data.batch import normalise_images  # noqa: E402
-from copynce_fast.data.presets import descriptor_preset  # noqa: E402
-from copynce_fast.data.plan_sampler import sample_pair  # noqa: E402
-from copynce_fast.losses import CopyNCELoss  # noqa: E402
-from copynce_fast.models.loading import build_model  # noqa: E402
-from copynce_fast.pixtrace import View, correspondence_map, pack_pairs, pack_paths  # noqa: E402
-from copynce_fast.pixtrace import stages as S  # noqa: E402
-from copynce_fast.train.loop import param_groups, train_step  # noqa: E402
-from copynce_fast.train.objective import DescriptorObjective  # noqa: E402
+from copynce_fast.config import Config, DataConfig, LossConfig, ModelConfig, OptimConfig, RunConfig
+from copynce_fast.data.batch import normalise_images
+from copynce_fast.data.presets import descriptor_preset
+from copynce_fast.data.plan_sampler import sample_pair
+from copynce_fast.losses import CopyNCELoss
+from copynce_fast.models.loading import build_model
+from copynce_fast.pixtrace import View, correspondence_map, pack_pairs, pack_paths
+from copynce_fast.pixtrace import stages as S
+from copynce_fast.train.loop import param_groups, train_step
+from copynce_fast.train.objective import DescriptorObjective
+from copynce_fast.utils import benchmarking as bench
 
 
 def make_views(n: int, size: int, seed: int = 0):
@@ -133,7 +130,7 @@ def end_to_end(args, device, data_dir: Path) -> dict:
         train_step(model, objective, opt, params, batch, "descriptor", device, amp, 3.0)
     if device.type == "cuda":
         torch.cuda.synchronize()  # sync point: end of the timed window
-    wall = time.perf_counter() - t0
+    wall = time.perf_counter() - t0  # wall clock: the loader and the device overlap
     return {"config": f"ours + loader ({args.workers} workers)", "arch": args.arch, "img": args.img,
             "pairs": args.pairs, "step_ms": wall / args.rep * 1e3, "img_per_s": 2 * args.pairs * args.rep / wall,
             "data_wait_share": wait / wall}
@@ -157,23 +154,23 @@ def main():
     rows = []
     for name, reference in (("reference-config", True), ("ours", False)):
         step = step_fn(args, reference, device, views, sizes)
-        ms = _bench.time_ms(step, warmup=2 if args.quick else 5, rep=args.rep)
-        mem = _bench.peak_memory_mb(step)
-        rows.append({"config": name, "arch": args.arch, "img": args.img, "pairs": args.pairs, "step_ms": ms,
-                     "img_per_s": 2 * args.pairs / ms * 1e3, "peak_mb": mem})
+        t = bench.measure(step, warmup=2 if args.quick else 5, min_reps=args.rep, whole_step=True)
+        mem = bench.peak_memory_mb(step)
+        rows.append({"config": name, "arch": args.arch, "img": args.img, "pairs": args.pairs, **t.row(),
+                     "step_ms": t.median_ms, "img_per_s": 2 * args.pairs / t.median_ms * 1e3, "peak_mb": mem})
     base = rows[0]["step_ms"]
     for r in rows:
         r["speedup"] = base / r["step_ms"]
     if args.e2e:
         import tempfile
-        from bench_loader import make_jpegs
+        from bench_loader import make_jpegs  # a sibling script (the script's folder is on sys.path)
         with tempfile.TemporaryDirectory() as tmp:
             data = args.data or make_jpegs(Path(tmp), max(4 * args.pairs, 16))
             rows.append(end_to_end(args, device, data))
-    _bench.print_table(rows, ["config", "arch", "img", "pairs", "step_ms", "img_per_s", "peak_mb", "speedup",
-                              "data_wait_share"],
-                       title="descriptor training step: fixed batch on the device (rows 1-2), fed by the loader (row 3)")
-    _bench.write_jsonl("train", rows)
+    bench.print_table(rows, ["config", "arch", "img", "pairs", "step_ms", "min-max", "img_per_s", "peak_mb", "speedup",
+                             "data_wait_share"],
+                      title="descriptor training step: fixed batch on the device (rows 1-2), fed by the loader (row 3)")
+    bench.write_jsonl("train", rows)
 
 
 if __name__ == "__main__":
