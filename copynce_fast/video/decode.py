@@ -184,10 +184,11 @@ def iter_frames(path: str | Path, fps: float = 1.0, size: int | None = None,
     path = Path(path)
     vt = probe_times(path)
     frame_idx, ticks = sample_plan(vt.times, vt.duration, fps)
-    wanted: dict[int, list[float]] = {}
+    wanted: dict[int, list[float]] = {}  # frame index (presentation order) -> starts of the samples showing it
     for i, (start, _) in zip(frame_idx.tolist(), ticks):
-        wanted.setdefault(int(vt.pts[i]), []).append(float(start))
+        wanted.setdefault(i, []).append(float(start))
     last_wanted = max(wanted)
+    index_of_pts = {int(p): i for i, p in enumerate(vt.pts.tolist())}
     convert = {"format": "rgb24"}
     if size is not None:
         convert.update(width=int(size), height=int(size), interpolation="BICUBIC")
@@ -197,10 +198,10 @@ def iter_frames(path: str | Path, fps: float = 1.0, size: int | None = None,
     try:
         stream = container.streams.video[0]
         stream.thread_type = "AUTO"  # frame and slice threads: decoding is the cost of video extraction
-        for frame in container.decode(stream):
-            if frame.pts is None:
-                continue
-            starts = wanted.get(int(frame.pts), [])
+        for n_decoded, frame in enumerate(container.decode(stream)):
+            # frames are matched to the demuxed ones by timestamp; without one, by presentation order
+            i = index_of_pts.get(int(frame.pts), n_decoded) if frame.pts is not None else n_decoded
+            starts = wanted.get(i, [])
             cut = False
             if scene_threshold is not None:
                 thumb = frame.to_ndarray(format="gray", width=_THUMB, height=_THUMB).astype(np.int16)
@@ -208,7 +209,7 @@ def iter_frames(path: str | Path, fps: float = 1.0, size: int | None = None,
                     cut = float(np.abs(thumb - prev_thumb).mean()) / 255.0 > scene_threshold
                 prev_thumb = thumb
             if not starts and not cut:
-                if scene_threshold is None and int(frame.pts) >= last_wanted:
+                if scene_threshold is None and i >= last_wanted:
                     break  # nothing left to sample: skip decoding the rest
                 continue
             rgb = frame.to_ndarray(**convert)
@@ -216,8 +217,8 @@ def iter_frames(path: str | Path, fps: float = 1.0, size: int | None = None,
                 yield start, rgb
                 n_out += 1
                 n_fixed += 1
-            if cut:
-                t = float((int(frame.pts) - int(vt.pts[0])) * vt.time_base)
+            if cut and i < len(vt.times):
+                t = float(vt.times[i])
                 if not any(abs(t - s) < 1e-9 for s in starts):
                     yield t, rgb
                     n_out += 1
