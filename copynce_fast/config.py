@@ -59,7 +59,7 @@ class DataConfig(_Validated):
     synthetic_images: int = 0  # extra procedural originals added to the builtin set
     preset: Literal["descriptor", "matcher"] = "descriptor"  # augmentation preset (REFERENCE.md §2)
     backend: Literal["auto", "dali", "torch"] = "auto"  # auto = DALI on GPU when installed, else torch
-    batch_size: int = 96  # items per rank (the descriptor's hard-negative collate doubles it to pairs)
+    batch_size: int = 96  # items per rank, >= 2 (the head's BatchNorm); the hard-negative collate doubles it to pairs
     num_workers: int = 8  # loader workers / DALI threads per rank
     positive_rate: float = 1.0  # matcher: fraction of positive pairs
     hard_negatives: bool = True  # pair each anchor with a k-NN neighbour in the batch (descriptor)
@@ -170,7 +170,7 @@ _POSITIVE, _AT_LEAST_1, _NON_NEGATIVE, _UNIT = Range(0, low_open=True), Range(1)
 FIELD_RULES: dict[str, dict[str, Range]] = {
     "model": {"img_size": Range(16, multiple_of=16), "dim": _AT_LEAST_1, "ln_eps": _POSITIVE,
               "encoder_depth": _AT_LEAST_1},
-    "data": {"synthetic_images": _NON_NEGATIVE, "batch_size": _AT_LEAST_1, "num_workers": _NON_NEGATIVE,
+    "data": {"synthetic_images": _NON_NEGATIVE, "batch_size": Range(2), "num_workers": _NON_NEGATIVE,
              "positive_rate": _UNIT, "knn_k": _AT_LEAST_1, "sibling_rate": _UNIT},
     "loss": {"infonce_weight": _NON_NEGATIVE, "infonce_log_scale": Range(), "koleo_weight": _NON_NEGATIVE,
              "copynce_weight": _NON_NEGATIVE, "copynce_scale": _POSITIVE, "copynce_gamma": _POSITIVE,

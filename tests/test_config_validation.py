@@ -47,7 +47,7 @@ BAD = [  # (override, what the message must say)
     ("--model.dim=0", "--model.dim: must be >= 1"),
     ("--model.ln_eps=0", "--model.ln_eps: must be > 0"),
     ("--model.encoder_depth=0", "--model.encoder_depth: must be >= 1"),
-    ("--data.batch_size=0", "--data.batch_size: must be >= 1"),
+    ("--data.batch_size=1", "--data.batch_size: must be >= 2, got 1"),
     ("--data.num_workers=-1", "--data.num_workers: must be >= 0"),
     ("--data.synthetic_images=-5", "--data.synthetic_images: must be >= 0"),
     ("--data.positive_rate=1.5", "--data.positive_rate: must be in [0, 1], got 1.5"),

@@ -31,10 +31,10 @@ def name_the_flag(message: str, parser: argparse.ArgumentParser | None) -> str:
     m = re.match(r"([a-z][a-z0-9_]*)(?=[:= ]|$)", message)
     if parser is None or m is None:
         return message
-    dest = PARAM_DESTS.get(m.group(1), m.group(1))
-    for action in parser._actions:
-        if action.dest == dest and action.option_strings:
-            return max(action.option_strings, key=len) + message[m.end():]  # the long form: --topk, not -k
+    for dest in (PARAM_DESTS.get(m.group(1), m.group(1)), m.group(1)):  # `knn --k` is k itself, not --topk
+        for action in parser._actions:
+            if action.dest == dest and action.option_strings:
+                return max(action.option_strings, key=len) + message[m.end():]  # the long form: --topk, not -k
     return message
 
 
@@ -69,12 +69,12 @@ def add_model_args(parser: argparse.ArgumentParser, *, dim_default: int = 512) -
     g.add_argument("--random-init", action="store_true", help="random weights (seeded by --seed): smoke tests only")
     g.add_argument("--arch", default="vit_small", choices=("vit_tiny", "vit_small", "vit_base"),
                    help="backbone of --random-init (checkpoints carry their own)")
-    g.add_argument("--img-size", type=int, default=None,
+    g.add_argument("--img-size", type=img_size, default=None,
                    help="input side S (images are resized to S×S; default: the checkpoint's, else 224)")
-    g.add_argument("--dim", type=int, default=dim_default, help="descriptor size of --random-init")
-    g.add_argument("--encoder-depth", type=int, default=None,
+    g.add_argument("--dim", type=positive_int, default=dim_default, help="descriptor size of --random-init")
+    g.add_argument("--encoder-depth", type=positive_int, default=None,
                    help="matcher encoder blocks for --random-init / DINO (default 8; vit_tiny 2)")
-    g.add_argument("--seed", type=int, default=0, help="seed of --random-init")
+    g.add_argument("--seed", type=non_negative_int, default=0, help="seed of --random-init")
     g.add_argument("--attn-impl", default="sdpa", choices=("sdpa", "xformers", "math"), help="attention backend")
     g.add_argument("--device", default="auto", help="auto (CUDA when available) | cpu | cuda | cuda:N")
     g.add_argument("--amp", default="bf16", choices=("bf16", "none"), help="bf16 autocast on CUDA (ignored on CPU)")
@@ -138,6 +138,44 @@ def positive_int(text: str) -> int:
 
 def non_negative_int(text: str) -> int:
     return _int_at_least(text, 0, "non-negative")
+
+
+def int_in(low: int, high: int | None = None):
+    """An argparse type: an integer in ``[low, high]`` (``high`` None = no upper bound)."""
+    what = f"an integer >= {low}" if high is None else f"an integer in [{low}, {high}]"
+
+    def parse(text: str) -> int:
+        try:
+            v = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
+        if v < low or (high is not None and v > high):
+            raise argparse.ArgumentTypeError(f"expected {what}, got {v}")
+        return v
+    parse.__name__ = "int"  # argparse names the type in its own messages
+    return parse
+
+
+def positive_float(text: str) -> float:
+    """A finite number > 0."""
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
+    if not (v > 0 and v != float("inf")):
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text}")
+    return v
+
+
+def img_size(text: str) -> int:
+    """An input side: a positive multiple of the patch size 16."""
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive multiple of 16, got {text!r}") from None
+    if v < 16 or v % 16:
+        raise argparse.ArgumentTypeError(f"expected a positive multiple of 16, got {v}")
+    return v
 
 
 def read_features(flag: str, path: Path):

@@ -10,8 +10,10 @@ from copynce_fast.cli._common import (
     add_model_args,
     add_subparser,
     info,
+    int_in,
     load_model_from_args,
     non_negative_int,
+    positive_float,
 )
 
 DESCRIPTION = """\
@@ -36,8 +38,8 @@ def add_parser(subparsers) -> None:
     p.add_argument("query", type=Path, help="image A (the suspected copy)")
     p.add_argument("reference", type=Path, help="image B (the original)")
     p.add_argument("--out", type=Path, required=True, help="PNG to write")
-    p.add_argument("--scale", type=float, default=16.0, help="affinity softmax scale s = 1/τ (default 16)")
-    p.add_argument("--panel", type=int, default=384, help="side of each image panel in pixels (default 384)")
+    p.add_argument("--scale", type=positive_float, default=16.0, help="affinity softmax scale s = 1/τ (default 16)")
+    p.add_argument("--panel", type=int_in(32), default=384, help="side of each image panel in pixels (default 384)")
     p.add_argument("--lines", type=non_negative_int, default=16, help="correspondence lines drawn (default 16)")
     p.add_argument("--kind", default=None, choices=("descriptor", "matcher"),
                    help="model kind for --random-init (checkpoints know their own; default descriptor)")
@@ -60,10 +62,6 @@ def run(args) -> int:
             images.append(decode_image(path))
         except BadImage as e:
             raise CliError(f"{flag} {path}: cannot decode ({e})") from None
-    if args.panel < 32:
-        raise CliError(f"--panel must be at least 32 pixels, got {args.panel}")
-    if not args.scale > 0:
-        raise CliError(f"--scale must be positive, got {args.scale}")
     if args.kind is not None and not args.random_init:
         raise CliError("--kind only applies to --random-init (a checkpoint holds its own kind)")
     loaded = load_model_from_args(args, args.kind)

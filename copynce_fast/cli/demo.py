@@ -7,7 +7,7 @@
 """
 from __future__ import annotations
 
-from copynce_fast.cli._common import add_common_args, add_subparser
+from copynce_fast.cli._common import add_common_args, add_subparser, positive_int
 
 # μAP spread across seeds of the demo run: 0.07-0.21 with CopyNCE, 0.08-0.19 without (seeds 0-2, 2026-11-23)
 NOISE = 0.1
@@ -17,10 +17,11 @@ def add_parser(subparsers) -> None:
     p = add_subparser(subparsers, "demo", "the main job: trace pairs, train a tiny descriptor with and without "
                                           "CopyNCE, evaluate both on held-out copies")
     p.add_argument("--out", default="runs/demo", help="output folder (default: runs/demo)")
-    p.add_argument("--epochs", type=int, default=None, help="training epochs per run (default: the demo preset's)")
+    p.add_argument("--epochs", type=positive_int, default=None,
+                   help="training epochs per run (default: the demo preset's)")
     p.add_argument("--no-ablation", dest="ablation", action="store_false",
                    help="train only the CopyNCE run (skip the weight-0 comparison)")
-    p.add_argument("--pairs", type=int, default=4, help="pairs drawn in pairs.png (default 4)")
+    p.add_argument("--pairs", type=positive_int, default=4, help="pairs drawn in pairs.png (default 4)")
     p.add_argument("--fresh", action="store_true", help="start over instead of resuming earlier demo runs")
     add_common_args(p)
 

@@ -9,6 +9,7 @@ from copynce_fast.cli._common import (
     add_model_args,
     add_subparser,
     info,
+    int_in,
     load_model_from_args,
 )
 
@@ -28,7 +29,8 @@ def add_parser(subparsers) -> None:
     p = add_subparser(subparsers, "export", "export a descriptor to TorchScript or ONNX", DESCRIPTION)
     p.add_argument("--to", dest="target", required=True, choices=("torchscript", "onnx"), help="export format")
     p.add_argument("--out", type=Path, required=True, help="output file (.pt for TorchScript, .onnx)")
-    p.add_argument("--opset", type=int, default=17, help="ONNX opset (default 17)")
+    # torch's TorchScript-based ONNX exporter goes up to opset 20; GELU's Erf needs 9
+    p.add_argument("--opset", type=int_in(9, 20), default=17, help="ONNX opset, 9-20 (default 17)")
     add_model_args(p)
     add_common_args(p)
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from copynce_fast.cli._common import add_common_args, add_subparser, info, positive_int, read_features
+from copynce_fast.cli._common import add_common_args, add_subparser, info, non_negative_int, positive_int, read_features
 
 DESCRIPTION = """\
 Build a search index over reference descriptors (a feature file written by 'copynce-fast extract') and
@@ -29,7 +29,7 @@ def add_parser(subparsers) -> None:
     p.add_argument("--nlist", type=positive_int, default=None, help="IVF lists (default min(M/39, 4·sqrt(M)))")
     p.add_argument("--nprobe", type=positive_int, default=None, help="IVF lists visited per query (default 16)")
     p.add_argument("--pq-m", type=positive_int, default=None, help="PQ sub-quantisers; must divide the dimension")
-    p.add_argument("--seed", type=int, default=0, help="seed of the IVF training sample")
+    p.add_argument("--seed", type=non_negative_int, default=0, help="seed of the IVF training sample")
     add_common_args(p)
 
 

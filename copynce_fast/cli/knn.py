@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from copynce_fast.cli._common import CliError, add_common_args, add_subparser, info
+from copynce_fast.cli._common import CliError, add_common_args, add_subparser, info, positive_int
 
 DESCRIPTION = """\
 Build the [N, k] nearest-neighbour table of the training images from their descriptors, in the order the
@@ -20,7 +20,7 @@ def add_parser(subparsers) -> None:
     p = add_subparser(subparsers, "knn", "k-NN table of the training set for hard-negative mining", DESCRIPTION)
     p.add_argument("features", type=Path, help="feature file or shard directory from `copynce-fast extract`")
     p.add_argument("--source", required=True, help="the training source: a folder, a .txt / .csv file list, disc21:ROOT")
-    p.add_argument("--k", type=int, default=7, help="neighbours per image (descriptor 7, matcher 127)")
+    p.add_argument("--k", type=positive_int, default=7, help="neighbours per image (descriptor 7, matcher 127)")
     p.add_argument("--out", type=Path, required=True, help="output .npy ([N, k] int32)")
     p.add_argument("--backend", default="auto", choices=("auto", "faiss", "torch"), help="search backend")
     add_common_args(p)

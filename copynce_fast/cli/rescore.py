@@ -17,6 +17,8 @@ from copynce_fast.cli._common import (
 )
 from copynce_fast.cli.extract import list_source
 
+SPLITS = ("val", "dev", "test", "queries", "references", "training")  # data.sources.DISC21_SPLITS
+
 DESCRIPTION = """\
 Rescore candidate pairs (e.g. the top-10 of 'copynce-fast search') with the CopyNCE matcher: the new score
 is the copy probability sigmoid(logit). Each unique image is encoded once per chunk of pairs; only the fusion
@@ -39,8 +41,10 @@ def add_parser(subparsers) -> None:
     p.add_argument("candidates", type=Path, help="candidate pairs: predictions CSV or scores JSON")
     p.add_argument("--query-images", type=Path, required=True, help="query image folder / list / DISC21 root")
     p.add_argument("--reference-images", type=Path, required=True, help="reference image folder / list")
-    p.add_argument("--query-split", default=None, help="DISC21 split when --query-images is a DISC21 root")
-    p.add_argument("--reference-split", default=None, help="DISC21 split when --reference-images is a root")
+    p.add_argument("--query-split", default=None, choices=SPLITS,
+                   help="DISC21 split when --query-images is a DISC21 root")
+    p.add_argument("--reference-split", default=None, choices=SPLITS,
+                   help="DISC21 split when --reference-images is a root")
     p.add_argument("--out", type=Path, required=True, help="rescored predictions CSV")
     p.add_argument("--topk", type=positive_int, default=None, help="rescore only the k best candidates per query")
     p.add_argument("--local-verification", action="store_true", help="max over the 35 local-crop combinations")

@@ -1,7 +1,7 @@
 """``copynce-fast train``: train a descriptor or matcher from a preset with typed overrides."""
 from __future__ import annotations
 
-from copynce_fast.cli._common import add_common_args, add_subparser
+from copynce_fast.cli._common import CliError, add_common_args, add_subparser
 
 EPILOG = """examples:
   copynce-fast train --preset demo                        # tiny descriptor on the bundled images (CPU, minutes)
@@ -36,13 +36,30 @@ def _pairs(tokens: list[str]) -> list[str]:
     return out
 
 
+def _config_file(path: str):
+    """The config of ``--config PATH``, with errors naming the flag and the file."""
+    import json
+    from pathlib import Path
+
+    from copynce_fast.config import load_json
+
+    if not Path(path).is_file():
+        raise CliError(f"--config: no such file: {path}")
+    try:
+        return load_json(path)
+    except json.JSONDecodeError as e:
+        raise CliError(f"--config {path}: not a JSON config ({e})") from None
+    except (ValueError, TypeError) as e:
+        raise CliError(f"--config {path}: {e}") from None
+
+
 def run(args) -> int:
     import json
 
-    from copynce_fast.config import apply_overrides, get_preset, load_json, to_dict
+    from copynce_fast.config import apply_overrides, get_preset, to_dict
     from copynce_fast.train import train
 
-    cfg = load_json(args.config) if args.config else get_preset(args.preset)
+    cfg = _config_file(args.config) if args.config else get_preset(args.preset)
     cfg = apply_overrides(cfg, _pairs(list(args.overrides)))
     if not args.progress:
         from dataclasses import replace
