@@ -104,33 +104,27 @@ COPYNCE_VECTOR_CLONES void destination_patches(int64_t n, const Grid& g, const F
   }
 }
 
-// Add the j of one source row to the count rows of its source patches. A patch-wide stretch of a row nearly always
-// holds one or two runs (a homography maps the stretch to a segment, crossing at most a patch border or two), so
-// two vectorised counts settle it; anything else is counted run by run.
-void histogram_row(const Grid& g, int64_t r, const int32_t* j, int32_t* counts) {
+// Add the j of one source row to the count rows of its source patches, run by run: a patch-wide stretch of a row
+// holds a few runs of equal j (a homography maps the stretch to a segment crossing a patch border or two; edges
+// and occluders add "no correspondence" runs). The run starts are found without branches (one bit per pixel),
+// then each run is one add.
+COPYNCE_VECTOR_CLONES void histogram_row(const Grid& g, int64_t r, const int32_t* j, int32_t* counts) {
   const int64_t bins = g.ld + 1, p = g.patch;
   int32_t* out = counts + (r / p) * g.gs_w * bins;
   for (int64_t c0 = 0; c0 < g.src_w; c0 += p, out += bins) {
     const int32_t* jb = j + c0;
-    const int32_t a = jb[0], b = jb[p - 1];
-    int32_t na = 0, nb = 0;
-    for (int64_t k = 0; k < p; ++k) na += jb[k] == a;
-    for (int64_t k = 0; k < p; ++k) nb += jb[k] == b;
-    if ((a == b ? na : na + nb) == p) {
-      out[a] += na;
-      if (a != b) out[b] += nb;
+    if (p > 64) {  // no bit mask wide enough: one add per pixel
+      for (int64_t k = 0; k < p; ++k) ++out[jb[k]];
       continue;
     }
-    int32_t cur = a, run = 0;
-    for (int64_t k = 0; k < p; ++k) {
-      if (jb[k] != cur) {
-        out[cur] += run;
-        cur = jb[k];
-        run = 0;
-      }
-      ++run;
+    uint64_t starts = 1;  // bit k: a run starts at pixel k
+    for (int64_t k = 1; k < p; ++k) starts |= uint64_t(jb[k] != jb[k - 1]) << k;
+    while (starts != 0) {
+      const int k0 = lowest_bit(starts);
+      starts &= starts - 1;
+      const int k1 = starts != 0 ? lowest_bit(starts) : int(p);
+      out[jb[k0]] += k1 - k0;
     }
-    out[cur] += run;
   }
 }
 
@@ -147,15 +141,16 @@ void overlap_general(const std::vector<Step<F>>& plan, const Grid& g, const bool
     std::copy(centres.begin(), centres.end(), x.begin());
     std::fill(y.begin(), y.end(), F(r) + F(0.5));
     if (src_occ != nullptr) {
-      const bool* occ = src_occ + r * w;
-      for (int64_t c = 0; c < w; ++c) ok[c] = Mask(!occ[c]);
+      const uint8_t* occ = reinterpret_cast<const uint8_t*>(src_occ + r * w);  // bools are bytes 0 / 1
+      for (int64_t c = 0; c < w; ++c) ok[c] = Mask(1) - Mask(occ[c]);
     } else {
       std::fill(ok.begin(), ok.end(), Mask(1));
     }
     for (const Step<F>& s : plan) apply_step(s, w, x.data(), y.data(), ok.data());
     destination_patches(w, g, x.data(), y.data(), ok.data(), j.data(), flat.data());
-    if (dst_occ != nullptr) {
-      for (int64_t c = 0; c < w; ++c) j[c] = dst_occ[flat[c]] ? int32_t(g.ld) : j[c];
+    if (dst_occ != nullptr) {  // a gather: scalar, but without a branch (occluders are ragged)
+      const uint8_t* occ = reinterpret_cast<const uint8_t*>(dst_occ);
+      for (int64_t c = 0; c < w; ++c) j[c] ^= (j[c] ^ int32_t(g.ld)) & -int32_t(occ[flat[c]]);
     }
     histogram_row(g, r, j.data(), counts);
   }

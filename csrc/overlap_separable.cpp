@@ -86,6 +86,24 @@ struct Dropper {
   }
 };
 
+// fn(k) for every k in [0, n) with mask[k] true, 8 bytes at a time: occluders are sparse, so most words are zero
+// and a set word is walked by its set bytes only.
+template <typename Fn>
+inline void for_each_set(const bool* mask, int64_t n, const Fn& fn) {
+  int64_t k = 0;
+  for (; k + 8 <= n; k += 8) {
+    uint64_t word;
+    std::memcpy(&word, mask + k, 8);  // bools are bytes 0 / 1: bit 8 * i is byte i
+    while (word != 0) {
+      fn(k + (lowest_bit(word) >> 3));
+      word &= word - 1;
+    }
+  }
+  for (; k < n; ++k) {
+    if (mask[k]) fn(k);
+  }
+}
+
 }  // namespace
 
 // The unoccluded counts are products of per-axis run lengths (no per-pixel work); occluded pixels are then moved
@@ -126,28 +144,20 @@ void overlap_separable(const std::vector<Step<F>>& plan, const Grid& g, const bo
   if (src_occ != nullptr) {  // valid source pixels that are occluded
     for (int64_t r = 0; r < g.src_h; ++r) {
       if (jy[r] < 0) continue;
-      const bool* occ = src_occ + r * g.src_w;
-      for (int64_t c0 = 0; c0 < g.src_w; c0 += 8) {
-        const int64_t c1 = std::min(c0 + 8, g.src_w);
-        if (c1 - c0 == 8) {
-          uint64_t word;
-          std::memcpy(&word, occ + c0, 8);
-          if (word == 0) continue;
-        }
-        for (int64_t c = c0; c < c1; ++c) {
-          if (occ[c] && jx[c] >= 0) drop.add(row_off[r] + col_off[c], jy[r] + jx[c]);
-        }
-      }
+      const int64_t at_row = row_off[r];
+      const int32_t at_jy = jy[r];
+      for_each_set(src_occ + r * g.src_w, g.src_w, [&](int64_t c) {
+        if (jx[c] >= 0) drop.add(at_row + col_off[c], at_jy + jx[c]);
+      });
     }
   }
   if (dst_occ != nullptr) {  // valid source pixels (not occluded themselves) landing on an occluded pixel
     const Preimages pre_r(row, g.dst_h), pre_c(col, g.dst_w);
     for (int64_t rd = 0; rd < g.dst_h; ++rd) {
-      if (pre_r.first[rd] == pre_r.first[rd + 1]) continue;
-      const bool* occ = dst_occ + rd * g.dst_w;
-      for (int64_t cd = 0; cd < g.dst_w; ++cd) {
-        if (!occ[cd]) continue;
-        for (int32_t a = pre_r.first[rd]; a < pre_r.first[rd + 1]; ++a) {
+      const int32_t a0 = pre_r.first[rd], a1 = pre_r.first[rd + 1];
+      if (a0 == a1) continue;
+      for_each_set(dst_occ + rd * g.dst_w, g.dst_w, [&](int64_t cd) {
+        for (int32_t a = a0; a < a1; ++a) {
           const int32_t r = pre_r.order[a];
           const bool* src_row = src_occ ? src_occ + r * g.src_w : nullptr;
           for (int32_t b = pre_c.first[cd]; b < pre_c.first[cd + 1]; ++b) {
@@ -155,7 +165,7 @@ void overlap_separable(const std::vector<Step<F>>& plan, const Grid& g, const bo
             if (src_row == nullptr || !src_row[c]) drop.add(row_off[r] + col_off[c], jy[r] + jx[c]);
           }
         }
-      }
+      });
     }
   }
   drop.flush();

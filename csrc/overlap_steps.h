@@ -31,6 +31,17 @@
 namespace copynce {
 namespace overlap_detail {
 
+// Index of the lowest set bit of a non-zero word.
+inline int lowest_bit(uint64_t word) {
+#if defined(__GNUC__) || defined(__clang__)
+  return __builtin_ctzll(word);
+#else
+  int k = 0;
+  for (; (word & 1) == 0; word >>= 1) ++k;
+  return k;
+#endif
+}
+
 // One step, classified once per pair.
 enum class Kind { kCheckOnly, kSkip, kAxisAffine, kAffine, kProjective };
 
