@@ -35,7 +35,7 @@ from copynce_fast.pixtrace.view import View
 from copynce_fast.video.segments import Match, write_matches_csv
 
 __all__ = ["camera_clip", "edit_plan", "apply_edit", "write_video", "Insert", "compose_query", "bundled_images",
-           "SyntheticDataset", "make_references", "make_queries", "make_dataset"]
+           "SyntheticDataset", "make_references", "make_queries", "make_dataset", "demo_queries"]
 
 
 def camera_clip(image: np.ndarray, n_frames: int, size: tuple[int, int] = (72, 96), seed: int = 0) -> np.ndarray:
@@ -281,6 +281,22 @@ def make_queries(folder: str | Path, queries: dict[str, tuple[float, list[Insert
         write_video(Path(folder) / f"{qid}{ext}", frames, fps, codec)
         truth.extend(gt)
     return truth
+
+
+def demo_queries() -> dict[str, tuple[float, list[Insert]]]:
+    """The query layout of the README's video example (references ``R000``-``R007`` of 12 s): 6 s clips of six
+    references inserted at whole seconds -- two unedited, two at edit strength 0.3, one at 0.6, one at double
+    speed -- and two queries without a copy."""
+    return {
+        "Q000": (16.0, [Insert("R000", 2, 8, 5)]),
+        "Q001": (14.0, [Insert("R001", 4, 10, 2)]),
+        "Q002": (14.0, [Insert("R002", 0, 6, 6, strength=0.3, seed=1)]),
+        "Q003": (16.0, [Insert("R003", 3, 9, 8, strength=0.3, seed=2)]),
+        "Q004": (14.0, [Insert("R004", 0, 12, 3, speed=2.0, seed=3)]),
+        "Q005": (14.0, [Insert("R005", 5, 11, 4, strength=0.6, seed=4)]),
+        "Q006": (12.0, []),
+        "Q007": (12.0, []),
+    }
 
 
 def make_dataset(root: str | Path, queries: dict[str, tuple[float, list[Insert]]], *, n_refs: int = 4,
