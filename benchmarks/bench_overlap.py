@@ -1,5 +1,9 @@
 """Patch overlap counts: eager reference vs ``torch.compile``d reference vs Triton, from geometry and dense maps.
 
+From geometry also the C++ CPU kernel (``impl="cpp"``, csrc/overlap.cpp) on host copies of the same paths, with
+``torch.get_num_threads()`` threads over the batch: host time, never GPU performance. Per-pair single-core numbers
+and thread scaling: ``benchmarks/bench_overlap_cpu.py``.
+
 Geometry: B pairs of random view chains (crop / resize / flips / rotation / shear / perspective / pad / paste)
 at S x S px with P x P patches, optionally with occluder masks. Dense: the reference-layout int64 maps of the
 same pairs. Formulas (per call, L = (S/P)², T steps, m = bytes per map element):
@@ -62,6 +66,8 @@ def providers(cfg: BenchConfig, paths: PackedPaths, quick: bool):
             return patch_overlap_ref(PackedPaths(m, c, paths.src_hw, hw, so, do), p)
         args = (paths.matrices, paths.canvases, paths.src_occluder, paths.dst_occluder)
         triton = lambda: patch_overlap(paths, p, impl="triton")  # noqa: E731  (as the trainer calls it)
+        cpu_paths = paths.to("cpu")  # the C++ kernel (csrc/overlap.cpp) on the host, as CPU trainers / workers run it
+        cpp = lambda: patch_overlap(cpu_paths, p, impl="cpp")  # noqa: E731
         nbytes = paths.matrices.numel() * 4 + paths.canvases.numel() * 4
         nbytes += sum(o.numel() for o in (paths.src_occluder, paths.dst_occluder) if o is not None)
     else:
@@ -77,7 +83,10 @@ def providers(cfg: BenchConfig, paths: PackedPaths, quick: bool):
     nbytes += out.numel() * out.element_size()
     if not torch.equal(out, ref(*args)):  # sync point: a benchmark that computes the wrong thing is worthless
         raise AssertionError(f"{cfg}: Triton counts differ from the reference")
-    return {"eager": lambda: ref(*args), "compiled": lambda: compiled(*args), "triton": triton}, nbytes
+    fns = {"eager": lambda: ref(*args), "compiled": lambda: compiled(*args), "triton": triton}
+    if cfg.source == "geometry":
+        fns["cpp (host, %d thr)" % torch.get_num_threads()] = cpp
+    return fns, nbytes
 
 
 def main() -> None:
@@ -97,7 +106,8 @@ def main() -> None:
         cfg = BenchConfig(source, batch, size, args.patch, occ)
         paths = make_paths(cfg, device)
         fns, nbytes = providers(cfg, paths, quick)
-        times = {name: bench.measure(fn, warmup=warmup, min_reps=rep) for name, fn in fns.items()}
+        times = {name: bench.measure(fn, warmup=warmup, min_reps=rep, host=name.startswith("cpp"))
+                 for name, fn in fns.items()}
         for name, fn in fns.items():
             ms = times[name].median_ms
             rows.append({**asdict(cfg), "steps": paths.matrices.shape[1], "provider": name, **times[name].row(),
