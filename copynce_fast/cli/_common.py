@@ -22,6 +22,7 @@ def one_line(e: BaseException) -> str:
 
 # Library parameters whose flag is not simply ``--`` + the parameter name (argparse ``dest`` on the right).
 PARAM_DESTS = {"fmt": "weights_format", "kind": "index_type", "k": "topk", "directory": "index",
+               "whitening": "whiten", "whiten_train": "whiten",
                "num_workers": "workers"}
 
 

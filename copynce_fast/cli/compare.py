@@ -49,10 +49,10 @@ def add_parser(subparsers) -> None:
 
 
 def run(args) -> int:
-    from copynce_fast.inference.compare import compare
-    from copynce_fast.viz.compare import render_comparison
     from copynce_fast.data.decode import BadImage
-    from copynce_fast.inference.images import decode_image, preprocess
+    from copynce_fast.inference.detector import CopyDetector
+    from copynce_fast.inference.images import decode_image
+    from copynce_fast.viz.compare import render_comparison
 
     images = []
     for flag, path in (("query", args.query), ("reference", args.reference)):
@@ -67,8 +67,8 @@ def run(args) -> int:
     loaded = load_model_from_args(args, args.kind)
     for note in loaded.notes:
         info(f"note: {note}")
-    q, r = (preprocess(img, loaded.img_size) for img in images)
-    result = compare(loaded, q, r, scale=args.scale, amp=args.amp, top=max(args.lines, 1))
+    result = CopyDetector(loaded, amp=args.amp).comparison(images[0], images[1], scale=args.scale,
+                                                           top=max(args.lines, 1))
     picture = render_comparison(images[0], images[1], result, panel=args.panel, lines=args.lines)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     picture.save(args.out, format="PNG")

@@ -25,6 +25,11 @@ Images are resized to S×S (bicubic, aspect ratio not kept) and normalised with 
 reference evaluation does. Unreadable images are skipped, counted and named in a warning (exit code 0).
 Rerunning with the same --out resumes: ids already stored are skipped.
 
+Under torchrun (e.g. 'torchrun --nproc-per-node 8 -m copynce_fast.cli extract ... --out DIR') every rank
+extracts its slice of the images into DIR/rank_<r>/ and rank 0 merges DIR/index.json; resumable per rank
+(any number of ranks). --whiten W.npz stores PCA-whitened descriptors (W from 'copynce-fast index --pca-dim',
+DIR/whitening.npz of an index directory, or the index directory itself).
+
 output:
   --out DIR        a shard directory (index.json + shard_*.npz)
   --out FILE.npz   one .npz (ids, features, meta JSON); shards go to FILE.npz.parts/ until the end
@@ -41,6 +46,7 @@ examples:
   copynce-fast extract /data/DISC21 --split dev --out dev_queries.npz --weights ckpt.pt --batch-size 256
   copynce-fast extract list.txt --out feats/ --random-init --arch vit_tiny --img-size 64
   copynce-fast extract videos/ --video --fps 1 --out q.npz --weights ckpt.pt
+  torchrun --nproc-per-node 8 -m copynce_fast.cli extract /data/refs --out refs/ --weights ckpt.pt
 """
 
 
@@ -71,6 +77,8 @@ def add_parser(subparsers) -> None:
     p.add_argument("--max-images", type=non_negative_int, default=None,
                    help="stop after this many new images (resume later by rerunning)")
     p.add_argument("--video", action="store_true", help="SOURCE holds videos: per-frame descriptors (see above)")
+    p.add_argument("--whiten", type=Path, default=None,
+                   help="store PCA-whitened descriptors: a whitening .npz or an index directory holding one")
     p.add_argument("--max-videos", type=non_negative_int, default=None,
                    help="--video: stop after this many new videos (resume later by rerunning)")
     add_sampling_args(p)
@@ -94,10 +102,18 @@ def list_source(flag: str, source: Path, split: str | None = None, root: Path | 
 def run_extraction(command: str, args, loaded, items, out: Path, max_images: int | None = None):
     """Extract ``items`` into ``out`` with the loader flags of ``args``; report skipped images as warnings."""
     from copynce_fast.inference.extract import extract_features
+    from copynce_fast.inference.extract_dist import extract_features_distributed
+    from copynce_fast.utils.dist import is_main
 
-    result = extract_features(loaded, items, out, batch_size=args.batch_size, num_workers=args.workers,
-                              amp=args.amp, dtype=args.dtype, shard_size=args.shard_size, max_images=max_images,
-                              progress=args.progress, loader=args.loader)
+    kwargs = dict(batch_size=args.batch_size, num_workers=args.workers, amp=args.amp, dtype=args.dtype,
+                  shard_size=args.shard_size, max_images=max_images, progress=args.progress, loader=args.loader,
+                  whitening=getattr(args, "whitening", None))
+    if getattr(args, "distributed", False):  # torchrun: this rank's slice, rank 0 merges
+        result = extract_features_distributed(loaded, items, out, **kwargs)
+        if not is_main():
+            return result  # rank 0 reports for everyone
+    else:
+        result = extract_features(loaded, items, out, **kwargs)
     if result.skipped:
         shown = "; ".join(f"{p} ({r})" for p, r in result.skipped[:5])
         more = f"; ... {len(result.skipped) - 5} more" if len(result.skipped) > 5 else ""
@@ -105,9 +121,39 @@ def run_extraction(command: str, args, loaded, items, out: Path, max_images: int
     return result
 
 
+def read_whitening(flag: str, path: Path):
+    """A whitening .npz, or the one an index directory holds; CliError naming ``flag`` otherwise."""
+    from copynce_fast.search.whitening import load_whitening
+
+    if path.is_dir():
+        path = path / "whitening.npz"
+    if not path.is_file():
+        raise CliError(f"{flag}: no such whitening file: {path}")
+    try:
+        return load_whitening(path)
+    except ValueError as e:
+        raise CliError(f"{flag} {path}: {e}") from None
+
+
+def start_ranks(args) -> bool:
+    """Under torchrun with several ranks: join the process group (gloo on CPU, NCCL on CUDA); True then."""
+    import os
+
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return False
+    from copynce_fast.utils.device import resolve_device
+    from copynce_fast.utils.dist import init_distributed
+
+    if args.out.suffix == ".npz":
+        raise CliError("--out: under torchrun give a directory (each rank writes its own shards)")
+    init_distributed(resolve_device(args.device).type)
+    return True
+
+
 def run_video(args) -> int:
     """``extract --video``: per-frame descriptors of a folder of videos (copynce_fast.video.extract)."""
-    for flag, value in (("--split", args.split), ("--root", args.root), ("--max-images", args.max_images)):
+    for flag, value in (("--split", args.split), ("--root", args.root), ("--max-images", args.max_images),
+                        ("--whiten", args.whiten)):
         if value is not None:
             raise CliError(f"{flag} is for images; with --video use a folder, a .txt list or one video "
                            f"(and --max-videos)")
@@ -125,15 +171,21 @@ def run_video(args) -> int:
 
 
 def run(args) -> int:
+    from copynce_fast.utils.dist import is_main
+
     if args.video:
         return run_video(args)
     if args.max_videos is not None or args.scene_threshold is not None:
         raise CliError("--max-videos / --scene-threshold need --video")
     items = list_source("source", args.source, args.split, args.root)
+    args.whitening = read_whitening("--whiten", args.whiten) if args.whiten is not None else None
+    args.distributed = start_ranks(args)
     loaded = load_model_from_args(args, "descriptor")
     for note in loaded.notes:
         info(f"note: {note}")
     result = run_extraction("extract", args, loaded, items, args.out, args.max_images)
+    if not is_main():
+        return 0  # under torchrun rank 0 reports for every rank
     state = "done" if result.complete else "stopped early (rerun the same command to resume)"
     info(f"{len(items)} images: {result.already_done} already stored, {result.extracted} extracted, "
          f"{len(result.skipped)} skipped -> {args.out} [{state}]")

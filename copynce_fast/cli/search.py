@@ -147,8 +147,16 @@ def run(args) -> int:
             raise CliError(f"--index: no such folder: {args.index}")
         index = load_index(args.index)
         ref_ids, ref_model, n_ref = index.ids, index.meta.get("model", ""), len(index.ids)
-        if q.dim != index.dim:
-            raise CliError(f"--queries has {q.dim}-d descriptors, --index {args.index} holds {index.dim}-d")
+        white = index.whitening
+        # an index with a PCA-whitening whitens raw queries itself; queries whitened at extraction are used as is
+        whitened = white is not None and q.meta.get("whitening") == white.digest
+        if q.meta.get("whitening") and not whitened:
+            raise CliError(f"--queries were whitened at extraction by a transform --index {args.index} does not hold")
+        want = index.dim if whitened else index.query_dim
+        if q.dim != want:
+            raise CliError(f"--queries has {q.dim}-d descriptors, --index {args.index} takes {want}-d")
+        if white is not None:  # score normalisation works in the index's space
+            xq = as_input(index.prepare_queries(q.features, whitened))
     else:
         r = read_features("--references", args.references)
         ref_ids, ref_model, n_ref = r.ids, r.meta.get("model", ""), len(r.ids)
@@ -170,7 +178,7 @@ def run(args) -> int:
 
     if args.index is not None:
         scores, rows = index.search(np.asarray(q.features, dtype=np.float32), k, nprobe=args.nprobe,
-                                    device=str(device))
+                                    device=str(device), whitened=whitened)
         scores, rows = (torch.from_numpy(scores).to(device), torch.from_numpy(rows)) if on_device else (scores, rows)
     else:
         scores, rows = knn(xq, as_input(r.features), n_cand, metric="ip", backend=args.backend)
@@ -187,10 +195,15 @@ def run(args) -> int:
         from copynce_fast.search.score_norm import normalize_scores
 
         aux = read_features("--aux", args.aux)
-        if aux.dim != q.dim:
+        aux_x = aux.features
+        if args.index is not None and white is not None and aux.meta.get("whitening") != white.digest:
+            if aux.dim != white.dim_in:
+                raise CliError(f"--aux has {aux.dim}-d descriptors, the --index whitening takes {white.dim_in}-d")
+            aux_x = white.apply(np.asarray(aux_x, dtype=np.float32))
+        elif aux.dim != q.dim:
             raise CliError(f"--aux has {aux.dim}-d descriptors, --queries has {q.dim}-d")
         try:
-            scores = normalize_scores(scores, xq, as_input(aux.features), args.score_norm, **sn_params)
+            scores = normalize_scores(scores, xq, as_input(aux_x), args.score_norm, **sn_params)
         except ValueError as e:
             raise CliError(f"--score-norm {args.score_norm}: {e}") from None
     preds = knn_to_predictions(scores, rows, q.ids, ref_ids)

@@ -289,6 +289,62 @@ class FeatureWriter:
         _atomic_write(self.directory / "index.json", json.dumps(index, indent=1, sort_keys=True).encode())
 
 
+def stored_ids(directory: str | Path) -> list[str]:
+    """The ids a shard directory's ``index.json`` lists, in order (reads the shards' id arrays only; an
+    absent directory or index gives [])."""
+    index = _read_index(Path(directory)) if Path(directory).is_dir() else None
+    out: list[str] = []
+    for s in (index or {}).get("shards", []):
+        with np.load(Path(directory) / s["file"], allow_pickle=False) as z:
+            out += z["ids"].tolist()
+    return out
+
+
+def merge_part_directories(directory: str | Path, parts: Iterable[str | Path]) -> dict:
+    """Write ``directory/index.json`` listing the shards of several shard directories (e.g. one per rank of a
+    distributed extraction) so that ``load_features(directory)`` reads them all; returns the index.
+
+    Each part must be a subdirectory of ``directory`` holding an ``index.json``; its shards are listed as
+    ``"<part>/shard_*.npz"`` in the order of ``parts``. Shards listed in an existing ``directory/index.json``
+    that sit in ``directory`` itself (a single-process extraction into the same folder) are kept, first.
+    Metadata (model, dim, img_size, dtype) must agree everywhere (ValueError naming the part otherwise).
+    The parts' ids must be disjoint (checked: a duplicate id is a ValueError).
+    """
+    directory = Path(directory)
+    existing = _read_index(directory)
+    shards = [s for s in existing["shards"] if "/" not in s["file"]] if existing else []
+    meta = existing["meta"] if existing else None
+    for part in parts:
+        part = Path(part)
+        if part.parent.resolve() != directory.resolve():
+            raise ValueError(f"parts: {part} is not a subdirectory of {directory}")
+        index = _read_index(part)
+        if index is None:
+            raise ValueError(f"parts: {part} has no index.json")
+        if meta is None:
+            meta = index["meta"]
+        for key in ("model", "dim", "img_size", "dtype"):
+            if index["meta"].get(key) != meta.get(key):
+                raise ValueError(f"parts: {part} holds {key}={index['meta'].get(key)!r}, {directory} holds "
+                                 f"{key}={meta.get(key)!r}")
+        shards += [{"file": f"{part.name}/{s['file']}", "count": s["count"]} for s in index["shards"]]
+    if meta is None:
+        raise ValueError(f"parts: nothing to merge into {directory}")
+    seen: set[str] = set()
+    for s in shards:
+        with np.load(directory / s["file"], allow_pickle=False) as z:
+            ids = z["ids"].tolist()
+        if seen.intersection(ids):
+            raise ValueError(f"parts: {s['file']} repeats ids stored in another shard "
+                             f"({sorted(seen.intersection(ids))[:3]})")
+        seen.update(ids)
+    index = {"format": SHARDS_FORMAT, "version": VERSION, "meta": meta, "shards": shards,
+             "count": int(sum(s["count"] for s in shards))}
+    directory.mkdir(parents=True, exist_ok=True)
+    _atomic_write(directory / "index.json", json.dumps(index, indent=1, sort_keys=True).encode())
+    return index
+
+
 def consolidate(directory: str | Path, path: str | Path) -> Path:
     """Concatenate a shard directory into one ``.npz`` feature file."""
     f = load_features(directory)
