@@ -10,8 +10,9 @@
    pairs; pairs with no retrieved frame pair are not candidates;
 3. the best ``int(candidates_per_query · #query videos)`` pairs are kept, best first.
 
-The search is exact: chunks of query frames times all reference frames (torch matmul, on ``device``), a
-per-row top-K, merged into a running global top-K; memory is bounded by ``max_chunk_elements``.
+The search is exact: chunks of query frames times all reference frames (torch matmul, on ``device``); once
+K pairs are held, only similarities above the K-th best so far are kept, and the pool is cut back to the best K
+whenever it doubles. Memory is bounded by ``max_chunk_elements`` and 2K pairs.
 """
 from __future__ import annotations
 
@@ -57,16 +58,27 @@ def global_topk_frame_pairs(queries: np.ndarray, references: np.ndarray, k: int,
     rows = max(1, int(max_chunk_elements) // nr)
     best_s = torch.empty(0, device=device)
     best_flat = torch.empty(0, dtype=torch.int64, device=device)  # query_row * nr + reference_row
+    theta = None  # the k-th best similarity so far, once k pairs are held: only larger ones can enter
     for start in range(0, nq, rows):
         q = torch.as_tensor(np.ascontiguousarray(queries[start:start + rows]), dtype=torch.float32, device=device)
-        sims = q @ ref.T  # [c, nr]
-        s, j = sims.topk(min(k, nr), dim=1)  # a row contributes at most k pairs to the global top k
-        flat = (torch.arange(start, start + len(q), device=device)[:, None] * nr + j).reshape(-1)
-        best_s = torch.cat([best_s, s.reshape(-1)])
-        best_flat = torch.cat([best_flat, flat])
-        if len(best_s) > k:
-            best_s, keep = best_s.topk(k)
-            best_flat = best_flat[keep]
+        sims = (q @ ref.T).reshape(-1)  # [c * nr], flat index = local row * nr + reference row
+        if theta is not None:
+            keep = torch.nonzero(sims > theta).squeeze(1)
+            vals, flat = sims[keep], keep
+        else:
+            vals, flat = sims, torch.arange(len(sims), device=device)
+        if len(vals) > k:
+            vals, pick = vals.topk(k)
+            flat = flat[pick]
+        best_s = torch.cat([best_s, vals])
+        best_flat = torch.cat([best_flat, flat + start * nr])
+        if len(best_s) > 2 * k or (theta is None and len(best_s) >= k):  # prune, amortised
+            best_s, pick = best_s.topk(k)
+            best_flat = best_flat[pick]
+            theta = best_s[-1]
+    if len(best_s) > k:
+        best_s, pick = best_s.topk(k)
+        best_flat = best_flat[pick]
     order = torch.argsort(best_s, descending=True, stable=True)
     best_s, best_flat = best_s[order].cpu().numpy(), best_flat[order].cpu().numpy()
     return best_flat // nr, best_flat % nr, best_s.astype(np.float32)
