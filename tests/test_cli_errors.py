@@ -78,3 +78,75 @@ def test_a_bad_config_file_names_the_flag_and_the_field(tmp_path, capsys):
     bad.write_text("{not json")
     assert main(["train", "--config", str(bad)]) == 1
     assert f"--config {bad}: not a JSON config" in _error_line(capsys)
+
+
+# --- refused checkpoints and arrays ----------------------------------------------------------------------------
+
+class _Gadget:  # any object: unpickling it means importing and calling code
+    def __reduce__(self):
+        return (print, ("pwned",))
+
+
+def _evil_checkpoint(path):
+    import torch
+    torch.save({"model": {}, "config": {}, "payload": _Gadget()}, path)
+    return path
+
+
+REFUSED = "not a plain tensor checkpoint (refused: loading it could run code)"
+
+
+def test_pickled_checkpoints_are_refused_naming_the_flag_and_the_file(tmp_path, images, capsys):
+    evil = _evil_checkpoint(tmp_path / "evil.pt")
+    i0, i1 = str(images / "i0.png"), str(images / "i1.png")
+    cases = [
+        (["extract", str(images), "--out", str(tmp_path / "f"), "--weights", str(evil), *RUN], "--weights"),
+        (["compare", i0, i1, "--out", str(tmp_path / "c.png"), "--weights", str(evil)], "--weights"),
+        (["export", "--to", "torchscript", "--out", str(tmp_path / "m.pt"), "--weights", str(evil)], "--weights"),
+        (["train", f"--model.pretrained={evil}", "--run.out_dir", str(tmp_path / "run"), "--no-progress"],
+         "--model.pretrained"),
+    ]
+    for argv, flag in cases:
+        assert main(argv) == 1, argv
+        line = _error_line(capsys)
+        assert line == f"copynce-fast {argv[0]}: error: {flag} {evil}: {REFUSED}", line
+    assert "pwned" not in capsys.readouterr().out
+
+
+def test_a_pickled_checkpoint_in_the_run_folder_is_refused_on_resume(tmp_path, capsys):
+    run = tmp_path / "run"
+    run.mkdir()
+    evil = _evil_checkpoint(run / "checkpoint.pt")
+    assert main(["train", "--run.out_dir", str(run), "--no-progress", "--data.synthetic_images=0",
+                 "--data.batch_size=4"]) == 1
+    line = _error_line(capsys)
+    assert line.startswith(f"copynce-fast train: error: --run.resume {evil}: {REFUSED}"), line
+    assert "--run.resume=false" in line  # how to start over
+
+
+def test_pickled_object_arrays_are_refused_for_knn_and_data_knn_path(tmp_path, images, capsys):
+    objects = np.array([{"a": 1}, None], dtype=object)
+    feats = tmp_path / "evil.npz"
+    np.savez(feats, ids=objects, features=objects, meta=objects)
+    assert main(["knn", str(feats), "--source", str(images), "--k", "1", "--out", str(tmp_path / "k.npy")]) == 1
+    assert _error_line(capsys) == (f"copynce-fast knn: error: features {feats}: holds pickled Python objects "
+                                   f"(refused: loading them could run code)")
+    table = tmp_path / "knn.npy"
+    np.save(table, objects, allow_pickle=True)
+    assert main(["train", f"--data.knn_path={table}", "--run.out_dir", str(tmp_path / "run"), "--no-progress",
+                 "--preset", "descriptor_vits_224", "--data.source", str(images)]) == 1
+    assert _error_line(capsys) == (f"copynce-fast train: error: --data.knn_path {table}: holds pickled Python "
+                                   f"objects (refused: loading them could run code)")
+
+
+def test_a_bare_pickle_is_refused_and_a_corrupt_file_named_without_torch_advice(tmp_path, images, capsys):
+    import pickle
+    bare, junk = tmp_path / "bare.pkl", tmp_path / "junk.pt"
+    bare.write_bytes(pickle.dumps({"model": _Gadget()}, protocol=4))
+    junk.write_bytes(b"not a checkpoint")
+    argv = ["extract", str(images), "--out", str(tmp_path / "f"), *RUN, "--weights"]
+    assert main([*argv, str(bare)]) == 1
+    assert _error_line(capsys) == f"copynce-fast extract: error: --weights {bare}: {REFUSED}"
+    assert main([*argv, str(junk)]) == 1
+    assert _error_line(capsys) == (f"copynce-fast extract: error: --weights {junk}: cannot load (not a PyTorch "
+                                   f"checkpoint: UnpicklingError: Unsupported operand 110)")

@@ -29,6 +29,10 @@ PARAM_DESTS = {"fmt": "weights_format", "kind": "index_type", "k": "topk", "dire
 def name_the_flag(message: str, parser: argparse.ArgumentParser | None) -> str:
     """The library names its parameter first (``"nprobe: must be in [1, 8], got 9"``); the user typed a flag,
     so the message names that flag (``"--nprobe: ..."``) when ``parser`` has one for the parameter."""
+    if parser is not None and parser.get_default("_accepts_overrides"):  # train: "data.knn_path ..." is a flag
+        m = re.match(r"(model|data|loss|optim|run)\.[a-z][a-z0-9_]*(?=[:= ]|$)", message)
+        if m is not None:
+            return "--" + message
     m = re.match(r"([a-z][a-z0-9_]*)(?=[:= ]|$)", message)
     if parser is None or m is None:
         return message
@@ -183,10 +187,14 @@ def read_features(flag: str, path: Path):
     """Load a feature file (.npz) or shard directory, with errors that name ``flag`` and the path."""
     from copynce_fast.search.features import load_features
 
+    from copynce_fast.utils.safe_load import REFUSED_ARRAY, refused_pickle
+
     path = existing_file(flag, path)
     try:
         feats = load_features(path)
     except (ValueError, OSError, KeyError) as e:
+        if refused_pickle(e):
+            raise CliError(f"{flag} {path}: {REFUSED_ARRAY}") from None
         raise CliError(f"{flag} {path}: not a copynce-fast feature file ({one_line(e)})") from None
     if len(feats.ids) == 0:
         raise CliError(f"{flag} {path}: holds no descriptors")

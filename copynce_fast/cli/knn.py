@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from copynce_fast.cli._common import CliError, add_common_args, add_subparser, info, positive_int
+from copynce_fast.cli._common import CliError, add_common_args, add_subparser, info, positive_int, read_features
 
 DESCRIPTION = """\
 Build the [N, k] nearest-neighbour table of the training images from their descriptors, in the order the
@@ -29,13 +29,10 @@ def add_parser(subparsers) -> None:
 def run(args) -> int:
     import numpy as np
 
-    from copynce_fast.search.features import load_features
     from copynce_fast.data.sources import open_source
     from copynce_fast.train.hnm import build_knn_table, save_knn_table
 
-    if not args.features.exists():
-        raise CliError(f"features: no such file or directory {args.features}")
-    feats = load_features(args.features)
+    feats = read_features("features", args.features)  # names the file; pickled object arrays are refused
     source = open_source(args.source)
     names = [Path(source.name(i)).stem for i in range(len(source))]
     row_of = {str(i): k for k, i in enumerate(feats.ids)}

@@ -42,12 +42,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-import torch
 from torch import Tensor, nn
 
 from copynce_fast.models.descriptor import CopyDescriptor
 from copynce_fast.models.matcher import CopyMatcher
 from copynce_fast.models.vit import VisionTransformer, interpolate_pos_embed
+from copynce_fast.utils.safe_load import load_tensors
 
 # A rule: (regex on the source key, target). The target is a ``re`` template for the new key, None to drop the
 # key on purpose (it is reported in LoadResult.ignored), or "extra:<name>" to return the tensor in extras.
@@ -134,7 +134,7 @@ def read_checkpoint(path: str | os.PathLike) -> tuple[dict[str, Tensor], dict[st
     """``torch.load(path, map_location="cpu", weights_only=True)`` then :func:`unwrap_state_dict`."""
     if not os.path.isfile(path):
         raise ValueError(f"path: no such checkpoint file {os.fspath(path)!r}")
-    return unwrap_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+    return unwrap_state_dict(load_tensors(path, "path"))  # a pickle with objects is refused in our words
 
 
 def _source(path_or_state) -> tuple[dict[str, Tensor], dict[str, Any]]:

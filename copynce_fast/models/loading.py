@@ -44,6 +44,7 @@ from copynce_fast.models.descriptor import (
 from copynce_fast.models.layouts import load_copynce_checkpoint, load_dino_checkpoint, unwrap_state_dict
 from copynce_fast.models.matcher import CopyMatcher, matcher_vit_base, matcher_vit_small, matcher_vit_tiny
 from copynce_fast.models.vit import PATCH_SIZE
+from copynce_fast.utils.safe_load import load_tensors
 
 __all__ = ["FORMATS", "ARCH_DEPTH", "ARCH_WIDTH", "LoadedModel", "build_model", "checkpoint_format",
            "strip_wrappers", "load_weights", "load_pretrained", "load_model", "file_digest"]
@@ -148,13 +149,9 @@ def load_weights(model: nn.Module, obj, fmt: str = "auto", where: str = "checkpo
 
 
 def _read(path: Path, param: str):
-    """``torch.load(weights_only=True)`` with errors naming ``param`` and the file."""
-    if not path.is_file():
-        raise ValueError(f"{param}: no such file: {path}")
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # corrupt file, pickle with code, not a torch file: name the file
-        raise ValueError(f"{param} {path}: cannot load ({type(e).__name__}: {e})") from None
+    """``torch.load(weights_only=True)`` with errors naming ``param`` and the file (a pickle with objects is
+    refused in our words, never with torch's advice to turn the protection off)."""
+    return load_tensors(path, param)
 
 
 def load_pretrained(model: nn.Module, path) -> str:

@@ -10,6 +10,7 @@ import numpy as np
 import torch
 
 from copynce_fast.search.knn import knn
+from copynce_fast.utils.safe_load import load_array
 
 __all__ = ["build_knn_table", "save_knn_table", "load_knn_table"]
 
@@ -38,14 +39,15 @@ def save_knn_table(path, table: np.ndarray) -> None:
     np.save(Path(path), np.asarray(table, dtype=np.int32))
 
 
-def load_knn_table(path, num_items: int | None = None) -> np.ndarray:
-    """Load an [N, k] int table (.npy); checks the row count and the index range."""
+def load_knn_table(path, num_items: int | None = None, what: str = "data.knn_path") -> np.ndarray:
+    """Load an [N, k] int table (.npy); checks the row count and the index range. Errors start with ``what``
+    and the path (a pickled object array is refused, :mod:`copynce_fast.utils.safe_load`)."""
     if Path(path).suffix != ".npy":
-        raise ValueError(f"knn_path: expected a .npy table from `copynce-fast knn`, got {path}")
-    table = np.load(Path(path), allow_pickle=False)
-    if table.ndim != 2 or not np.issubdtype(table.dtype, np.integer):
-        raise ValueError(f"knn_path: expected an [N, k] integer array in {path}, got {table.shape} {table.dtype}")
+        raise ValueError(f"{what} {path}: expected a .npy table from `copynce-fast knn`")
+    table = load_array(path, what)
+    if not isinstance(table, np.ndarray) or table.ndim != 2 or not np.issubdtype(table.dtype, np.integer):
+        raise ValueError(f"{what} {path}: expected an [N, k] integer array, got {table.shape} {table.dtype}")
     if num_items is not None and (len(table) != num_items or table.max(initial=0) >= num_items or table.min() < 0):
-        raise ValueError(f"knn_path: table {path} has {len(table)} rows / max index {table.max()} but the dataset "
-                         f"has {num_items} images")
+        raise ValueError(f"{what} {path}: the table has {len(table)} rows / max index {table.max()} but the "
+                         f"dataset has {num_items} images (build it with `copynce-fast knn` on the same source)")
     return table.astype(np.int32)

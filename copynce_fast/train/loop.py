@@ -157,7 +157,10 @@ def _resume(run: _Run) -> int:
     path = run.checkpoint_path
     if not (run.cfg.run.resume and path.is_file()):
         return 0
-    state = load_checkpoint(path)
+    try:
+        state = load_checkpoint(path, what="run.resume")
+    except ValueError as e:  # refused or corrupt: say how to start over instead
+        raise ValueError(f"{e}; --run.resume=false starts over (overwriting it)") from None
     changed = config_differences(state["config"], run.cfg)  # like with like; run-control fields (max_steps) may change
     if changed:
         log.warning("resuming %s with a config that differs from the checkpoint's: %s", path, "; ".join(changed))

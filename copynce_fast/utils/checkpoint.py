@@ -9,6 +9,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from copynce_fast.utils.safe_load import load_tensors
+
 __all__ = ["save_checkpoint", "load_checkpoint", "rng_state", "set_rng_state"]
 
 
@@ -57,12 +59,13 @@ def save_checkpoint(path, payload: dict) -> Path:
     return path
 
 
-def load_checkpoint(path, map_location="cpu") -> dict:
-    """Load a checkpoint with ``weights_only=True`` (no arbitrary code runs); a clear error if it is missing."""
+def load_checkpoint(path, map_location="cpu", what: str = "checkpoint") -> dict:
+    """Load a checkpoint with ``weights_only=True`` (no arbitrary code runs); a clear error if it is missing.
+
+    Errors (``ValueError``) start with ``what`` and the path: a pickle with objects is refused
+    (:mod:`copynce_fast.utils.safe_load`), a corrupt file named.
+    """
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"checkpoint: no file at {path}")
-    try:
-        return torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as e:  # corrupt or foreign file: say which
-        raise ValueError(f"checkpoint: cannot load {path}: {e}") from e
+        raise FileNotFoundError(f"{what}: no file at {path}")
+    return load_tensors(path, what, map_location)
