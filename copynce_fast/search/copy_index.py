@@ -151,10 +151,11 @@ class CopyIndex:
             raise ValueError(f"normalize must be one of {NORMALIZE}, got {normalize!r}")
         if normalize is None and (aux is not None or norm_params):
             raise ValueError("aux / norm_params need normalize (the score-normalisation variant)")
+        aux_space = None if normalize is None else self._aux_space(normalize, aux)  # refuse before searching
         xq = self.index.prepare_queries(_as_f32(queries, "queries"), whitened)
         scores, rows = self.index.search(xq, k, nprobe=nprobe, whitened=True)
         if normalize is not None:
-            scores = self._normalize(scores, xq, normalize, aux, norm_params)
+            scores = normalize_scores(scores, xq, aux_space, normalize, **(norm_params or {}))
         return scores, rows
 
     def search(self, queries, k: int = 10, *, normalize: str | None = None, aux=None,
@@ -194,12 +195,12 @@ class CopyIndex:
         ids = np.asarray(self.ids).astype(str)
         return np.where(rows >= 0, ids[np.clip(rows, 0, None)], "")
 
-    def _normalize(self, scores, xq: np.ndarray, variant: str, aux, params: dict | None) -> np.ndarray:
+    def _aux_space(self, variant: str, aux) -> np.ndarray:
+        """The auxiliary descriptors in the index's space (whitened when the index is)."""
         aux = self.aux if aux is None else _as_f32(aux, "aux")
         if aux is None:
             raise ValueError(f"normalize {variant!r} needs auxiliary descriptors: pass aux=..., or build the index "
                              f"with aux")
         if aux.shape[1] != self.dim:
             raise ValueError(f"aux: {aux.shape[1]}-d, the index takes {self.dim}-d descriptors")
-        aux_space = self.whitening.apply(aux) if self.whitening is not None else aux
-        return normalize_scores(scores, xq, aux_space, variant, **(params or {}))
+        return self.whitening.apply(aux) if self.whitening is not None else aux
