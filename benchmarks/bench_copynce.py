@@ -151,13 +151,13 @@ def main() -> None:
                 if base in results:
                     row[f"x_vs_{base}"] = results[base].ms / res.ms
             rows.append(row)
+        bench.write_jsonl("copynce", rows[-len(results):])  # as it goes: a killed run keeps what it measured
         if device == "cuda":
             torch.cuda.empty_cache()
     cols = ["name", "batch", "patches", "channels", "dtype", "mode", "provider", "ms", "min-max", "peak_mb", "tflops",
             "gbps", "floor_us", "x_vs_eager", "x_vs_compiled"]
     bench.print_table(rows, cols, title="CopyNCE (useful FLOPs 2BL²C x {fwd 1, bwd 2, fwd+bwd 3}; bytes = "
                                         "tokens + int32 counts [+ grads])")
-    bench.write_jsonl("copynce", rows)
 
 
 if __name__ == "__main__":

@@ -146,14 +146,16 @@ def main(argv=None) -> None:
     dtype = torch.bfloat16 if args.dtype == "bf16" else torch.float32
     peak = args.peak_tflops or default_peak_tflops()
 
-    rows = [run_config(cfg, dtype, args.warmup, args.rep, peak) for cfg in configs(args)]
+    rows = []
+    for cfg in configs(args):
+        rows.append(run_config(cfg, dtype, args.warmup, args.rep, peak))
+        bench.write_jsonl("models", rows[-1:])  # as it goes: a killed run keeps what it measured
     bench.print_table(
         rows,
         ["arch", "img", "attn", "compiled", "mode", "batch", "dtype", "ms", "min-max", "img_per_s", "tflops",
          "mfu_pct", "peak_mb", "note"],
         title=f"ViT throughput (peak {peak} TFLOP/s bf16)" if peak else "ViT throughput",
     )
-    bench.write_jsonl("models", rows)
 
 
 if __name__ == "__main__":

@@ -114,10 +114,10 @@ def main() -> None:
                          "peak_mb": bench.peak_memory_mb(fn), "gbps": nbytes / (ms * 1e-3) / 1e9,
                          "floor_us": nbytes / PEAK_BW * 1e6, "x_vs_eager": times["eager"].median_ms / ms,
                          "x_vs_compiled": times["compiled"].median_ms / ms})
+        bench.write_jsonl("overlap", rows[-len(fns):])  # as it goes: a killed run keeps what it measured
     cols = ["source", "batch", "size", "patch", "occluders", "steps", "provider", "ms", "min-max", "peak_mb", "gbps",
             "floor_us", "x_vs_eager", "x_vs_compiled"]
     bench.print_table(rows, cols, title="Patch overlap counts (bytes = inputs + int32 [B, L, L+1] output)")
-    bench.write_jsonl("overlap", rows)
 
 
 if __name__ == "__main__":

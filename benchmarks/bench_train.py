@@ -161,16 +161,17 @@ def main():
     base = rows[0]["step_ms"]
     for r in rows:
         r["speedup"] = base / r["step_ms"]
+    bench.write_jsonl("train", rows)  # before the loader-fed row: a killed run keeps the step rows
     if args.e2e:
         import tempfile
         from bench_loader import make_jpegs  # a sibling script (the script's folder is on sys.path)
         with tempfile.TemporaryDirectory() as tmp:
             data = args.data or make_jpegs(Path(tmp), max(4 * args.pairs, 16))
             rows.append(end_to_end(args, device, data))
+        bench.write_jsonl("train", rows[-1:])
     bench.print_table(rows, ["config", "arch", "img", "pairs", "step_ms", "min-max", "img_per_s", "peak_mb", "speedup",
                              "data_wait_share"],
                       title="descriptor training step: fixed batch on the device (rows 1-2), fed by the loader (row 3)")
-    bench.write_jsonl("train", rows)
 
 
 if __name__ == "__main__":
