@@ -14,7 +14,6 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 PARTS = ("install", "tests", "kernels", "models", "search", "official")
 NO_CUDA = "skipped: no CUDA"
@@ -23,56 +22,68 @@ OUT_OF_TIME = "skipped: out of time"
 
 @dataclass(frozen=True)
 class Target:
+    """One headline: the best ``key`` over the CUDA rows of ``bench`` that match ``where``.
+
+    ``where`` maps a row field to its value; a string value ending in ``*`` matches by prefix.
+    """
     what: str
     bench: str
-    match: Callable[[dict], bool]
-    value: Callable[[dict], float | None]
+    where: dict
+    key: str
     unit: str
     target: float | None  # None: reported, no target
     higher_is_better: bool
     note: str = ""
+    scale: float = 1.0  # value = row[key] * scale
+
+    def matches(self, row: dict) -> bool:
+        if row.get("bench") != self.bench or row.get(self.key) is None:
+            return False
+        for k, v in self.where.items():
+            got = row.get(k)
+            if isinstance(v, str) and v.endswith("*"):
+                if not str(got).startswith(v[:-1]):
+                    return False
+            elif got != v:
+                return False
+        return True
+
+    def value(self, row: dict) -> float:
+        return row[self.key] * self.scale
 
 
-def _is(**kv) -> Callable[[dict], bool]:
-    return lambda r: all(r.get(k) == v for k, v in kv.items())
-
-
+FUSED_256 = dict(provider="triton", batch=256, patches=196, channels=384, dtype="bf16", mode="fwd+bwd")
 TARGETS = [
-    Target("CopyNCE fused fwd+bwd, bf16, B=256 L=196 C=384", "copynce",
-           _is(provider="triton", batch=256, patches=196, channels=384, dtype="bf16", mode="fwd+bwd"),
-           lambda r: r.get("ms"), "ms", 0.25, False),
-    Target("  the same vs the compiled torch reference", "copynce",
-           _is(provider="triton", batch=256, patches=196, channels=384, dtype="bf16", mode="fwd+bwd"),
-           lambda r: r.get("x_vs_compiled"), "x", 10.0, True),
+    Target("CopyNCE fused fwd+bwd, bf16, B=256 L=196 C=384", "copynce", FUSED_256, "ms", "ms", 0.25, False),
+    Target("  the same vs the compiled torch reference", "copynce", FUSED_256, "x_vs_compiled", "x", 10.0, True),
     Target("CopyNCE fused fwd+bwd, bf16, B=32 L=441 C=384", "copynce",
-           _is(provider="triton", batch=32, patches=441, dtype="bf16", mode="fwd+bwd"),
-           lambda r: r.get("ms"), "ms", 0.2, False, "BENCHMARKS.md target"),
+           dict(provider="triton", batch=32, patches=441, dtype="bf16", mode="fwd+bwd"), "ms", "ms", 0.2, False,
+           "BENCHMARKS.md target"),
     Target("overlap counts from geometry, B=256, 224 px", "overlap",
-           _is(provider="triton", source="geometry", occluders=False, batch=256, size=224),
-           lambda r: r.get("ms"), "ms", 0.1, False),
+           dict(provider="triton", source="geometry", occluders=False, batch=256, size=224), "ms", "ms", 0.1, False),
     Target("overlap counts from dense maps, B=256, 224 px", "overlap",
-           _is(provider="triton", source="dense", batch=256, size=224),
-           lambda r: r.get("ms"), "ms", None, False, "predicted 0.07-0.09 ms"),
-    Target("CopyNCE from plans as the trainer calls it, B=192", "copynce_plans", _is(provider="ours", batch=192),
-           lambda r: r.get("x_vs_official"), "x vs official 83 ms", 250.0, True, "official time: H100, DESIGN.md"),
+           dict(provider="triton", source="dense", batch=256, size=224), "ms", "ms", None, False,
+           "predicted 0.07-0.09 ms"),
+    Target("CopyNCE from plans as the trainer calls it, B=192", "copynce_plans", dict(provider="ours", batch=192),
+           "x_vs_official", "x vs official 83 ms", 250.0, True, "official time: H100, DESIGN.md"),
     Target("descriptor training ViT-S/16 224, loader-fed (16 workers)", "train",
-           lambda r: str(r.get("config", "")).startswith("ours + loader") and r.get("arch") == "vit_small",
-           lambda r: r.get("img_per_s"), "img/s", 6500.0, True, "official step: 924 img/s"),
-    Target("descriptor step, ours (fixed batch on the device)", "train", _is(config="ours", arch="vit_small"),
-           lambda r: r.get("img_per_s"), "img/s", None, True),
-    Target("  the same vs the reference configuration in this run", "train", _is(config="ours", arch="vit_small"),
-           lambda r: r.get("speedup"), "x", None, True, "predicted >= 5x"),
+           dict(config="ours + loader*", arch="vit_small", img=224), "img_per_s", "img/s", 6500.0, True,
+           "official step: 924 img/s"),
+    Target("descriptor step, ours (fixed batch on the device)", "train", dict(config="ours", arch="vit_small", img=224),
+           "img_per_s", "img/s", None, True),
+    Target("  the same vs the reference configuration in this run", "train",
+           dict(config="ours", arch="vit_small", img=224), "speedup", "x", None, True, "predicted >= 5x"),
     Target("ViT-S/16 224 train step, SDPA, compiled", "models",
-           _is(arch="vit_small", img=224, attn="sdpa", compiled=True, mode="train"),
-           lambda r: r.get("img_per_s"), "img/s", None, True, "predicted 7.8k img/s (H100)"),
+           dict(arch="vit_small", img=224, attn="sdpa", compiled=True, mode="train"), "img_per_s", "img/s", None, True,
+           "predicted 7.8k img/s (H100)"),
     Target("ViT-S/16 224 inference, SDPA, compiled", "models",
-           _is(arch="vit_small", img=224, attn="sdpa", compiled=True, mode="infer"),
-           lambda r: r.get("img_per_s"), "img/s", None, True, "predicted 19.2k img/s (H100)"),
+           dict(arch="vit_small", img=224, attn="sdpa", compiled=True, mode="infer"), "img_per_s", "img/s", None, True,
+           "predicted 19.2k img/s (H100)"),
     Target("extraction, end to end (torch loader, decode included)", "eval",
-           _is(kind="extract", stage="end-to-end", loader="torch"),
-           lambda r: r.get("images_per_s"), "img/s", 15000.0, True),
-    Target("exact search 50k x 1M x 512, top-10 (best provider)", "eval", _is(kind="search", n=50000, m=1000000),
-           lambda r: r["ms"] / 1e3 if r.get("ms") is not None else None, "s", 5.0, False),
+           dict(kind="extract", stage="end-to-end", loader="torch", arch="vit_small", img_size=224), "images_per_s",
+           "img/s", 15000.0, True),
+    Target("exact search 50k x 1M x 512, top-10 (best provider)", "eval",
+           dict(kind="search", n=50000, m=1000000, d=512), "ms", "s", 5.0, False, scale=1e-3),
 ]
 
 
@@ -124,7 +135,7 @@ def verdict(t: Target, v: float) -> str:
 
 def headline(t: Target, rows: list[dict]) -> tuple[str, str]:
     """(measured, verdict) of one target from the rows of its benchmark."""
-    found = [r for r in rows if r.get("bench") == t.bench and t.match(r) and t.value(r) is not None]
+    found = [r for r in rows if t.matches(r)]
     if not found:
         return "-", "no row"
     real = [r for r in found if r.get("performance")]

@@ -71,5 +71,5 @@ def test_bench_errors(tmp_path, capsys):
 
 def test_bench_finds_the_repository_benchmarks():
     folder = benchmarks_dir()  # editable install: <repo>/benchmarks
-    assert (folder / "_bench.py").is_file()
+    assert (folder / "bench_copynce.py").is_file()
     assert set(SCRIPTS) >= {"copynce", "overlap", "models", "loader", "eval", "dense", "train"}

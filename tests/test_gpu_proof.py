@@ -51,6 +51,11 @@ def test_quick_dry_run_passes_every_part(tmp_path):
     rows = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
     assert BENCHES <= {r["bench"] for r in rows}
     assert all(r["performance"] is False and r["device"].startswith("cpu") for r in rows)
+    # every headline reads fields the benchmarks really write, with the types it compares against
+    for t in _summary_module().TARGETS:
+        fields = {**t.where, t.key: 0.0}
+        assert any(all(k in r and (k == t.key or type(r[k]) is type(v)) for k, v in fields.items())
+                   for r in rows if r["bench"] == t.bench), f"{t.what}: no {t.bench} row has the fields {list(fields)}"
     assert "not a measurement" in summary or "no row" in summary
     assert " met " not in summary and "missed" not in summary  # no verdict from CPU timings
     # the device tool returns at most 8 files from $OUT
@@ -68,9 +73,10 @@ def test_summary_judges_cuda_rows_and_ignores_cpu_rows(tmp_path):
         {**env, **fused, "ms": 0.5, "x_vs_compiled": 3.0},  # a slower row: the best one counts
         {**env, "bench": "overlap", "provider": "triton", "source": "geometry", "occluders": False, "batch": 256,
          "size": 224, "ms": 0.3},  # misses 0.1 ms by 3x
-        {**env, "bench": "eval", "kind": "search", "provider": "torch fp16", "n": 50000, "m": 1000000, "ms": 2500.0},
+        {**env, "bench": "eval", "kind": "search", "provider": "torch fp16", "n": 50000, "m": 1000000, "d": 512,
+         "ms": 2500.0},
         {"device": "cpu", "performance": False, "bench": "eval", "kind": "extract", "stage": "end-to-end",
-         "loader": "torch", "images_per_s": 99999.0},  # a CPU row: never a headline
+         "loader": "torch", "arch": "vit_small", "img_size": 224, "images_per_s": 99999.0},  # CPU: never a headline
     ]
     steps = [{"part": "install", "step": "imports", "status": "ok", "seconds": "3"},
              {"part": "tests", "step": "pytest -m gpu", "status": "fail (rc 1)", "seconds": "40"},
