@@ -31,6 +31,7 @@ from copynce_fast.data import descriptor_preset, matcher_preset, sample_pair
 from copynce_fast.ops.overlap import patch_overlap, patch_overlap_from_dense_ref, patch_overlap_ref
 from copynce_fast.pixtrace import pack_pairs
 from copynce_fast.pixtrace.dense import reference_correspondence
+from copynce_fast.pixtrace.overlap_cpu import patch_overlap_cpu
 from copynce_fast.utils import benchmarking as bench
 from bench_dense import make_maps  # noqa: E402  (a sibling script)
 
@@ -70,9 +71,8 @@ def main() -> None:
         "torch": lambda: (patch_overlap_ref(qr, 16), patch_overlap_ref(rq, 16)),
         "dense chain (cpp)": lambda: dense_chain(que, ref, size),
     }
-    from copynce_fast.ops.overlap import patch_overlap_cpp
     for n in args.threads:
-        providers[f"cpp {n} thr"] = lambda n=n: (patch_overlap_cpp(qr, 16, n), patch_overlap_cpp(rq, 16, n))
+        providers[f"cpp {n} thr"] = lambda n=n: (patch_overlap_cpu(qr, 16, n), patch_overlap_cpu(rq, 16, n))
     names = list(providers)
     for fn in providers.values():
         fn()  # warm-up

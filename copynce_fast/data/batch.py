@@ -6,6 +6,8 @@ Batch dict:
     is_copy: [B] bool (False = negative pair)   copynce: [B] bool   source_index: [B] int64 (the reference's)
     skipped: list of (file, reason) newly found unusable while making this batch
     substitutions: number of unusable samples replaced by others
+    counts_qr, counts_rq: [B, Lq, Lr + 1] / [B, Lr, Lq + 1] int32 patch overlap counts of paths_qr / paths_rq, only
+        when the loader was asked for them (CPU training: the workers count, the training process does not)
 
 Nothing image-sized crosses a loader except the images and the occluder masks inside the PackedPaths.
 ``IMAGENET_MEAN`` / ``IMAGENET_STD`` are the package's one copy of the normalisation statistics.
@@ -18,6 +20,7 @@ from typing import Sequence
 import torch
 
 from copynce_fast.pixtrace.batch import pack_pairs
+from copynce_fast.pixtrace.overlap_cpu import patch_overlap_cpu
 
 __all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "collate_pairs", "normalise_images", "to_device"]
 
@@ -25,12 +28,17 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
-def collate_pairs(samples: Sequence[dict]) -> dict:
+def collate_pairs(samples: Sequence[dict], counts_patch_size: int | None = None) -> dict:
     """Stack pair samples (``query``/``reference`` images, traced views, flags) into the batch dict (runs inside
-    the loader workers)."""
+    the loader workers). ``counts_patch_size``: also count patch overlaps (``counts_qr``/``counts_rq``) with the
+    C++ kernel on this worker's core, for a consumer on the CPU."""
     qv = [s["query_view"] for s in samples]
     rv = [s["reference_view"] for s in samples]
     paths_qr, paths_rq = pack_pairs(qv, rv)
+    counts = {}
+    if counts_patch_size is not None:
+        counts = {"counts_qr": patch_overlap_cpu(paths_qr, counts_patch_size),
+                  "counts_rq": patch_overlap_cpu(paths_rq, counts_patch_size)}
     return {
         "query": torch.stack([s["query"] for s in samples]),
         "reference": torch.stack([s["reference"] for s in samples]),
@@ -41,6 +49,7 @@ def collate_pairs(samples: Sequence[dict]) -> dict:
         "source_index": torch.tensor([s["source_index"] for s in samples], dtype=torch.int64),
         "skipped": [e for s in samples for e in s["skipped"]],
         "substitutions": sum(s["substitutions"] for s in samples),
+        **counts,
     }
 
 
@@ -69,6 +78,7 @@ def to_device(batch: dict, device, dtype=torch.bfloat16, mean=IMAGENET_MEAN, std
         out[k] = normalise_images(batch[k], device, dtype, mean, std)
     for k in ("paths_qr", "paths_rq"):
         out[k] = batch[k].to(device, non_blocking=True)
-    for k in ("is_copy", "copynce", "source_index"):
-        out[k] = batch[k].to(device, non_blocking=True)
+    for k in ("is_copy", "copynce", "source_index", "counts_qr", "counts_rq"):
+        if k in batch:
+            out[k] = batch[k].to(device, non_blocking=True)
     return out

@@ -7,6 +7,7 @@ loader (:mod:`copynce_fast.data.dali_loader`) yields the same batches from the s
 """
 from __future__ import annotations
 
+import functools
 from typing import Iterator
 
 import torch
@@ -88,12 +89,15 @@ class PairLoader:
             sharded by rank / world_size); ``set_epoch`` is forwarded to it when it has one.
         pin_memory: page-locked batches (for CUDA training: asynchronous host->device copies).
         dataset: a map-style dataset over PairKeys yielding CopyPairDataset's sample dict, used instead of it.
+        counts_patch_size: the workers also count patch overlaps (``counts_qr``/``counts_rq``, C++ kernel, one
+            thread each) with this patch size: for a trainer on the CPU, whose own cores are busy with the model.
     """
 
     def __init__(self, source: ImageSource, cfg: AugmentConfig, batch_size: int, num_workers: int = 0,
                  seed: int = 0, rank: int = 0, world_size: int = 1, batch_sampler=None, interp: str = "bilinear",
                  antialias: bool = True, photometric: bool = True, prefetch_factor: int | None = None,
-                 pin_memory: bool = False, dataset: torch.utils.data.Dataset | None = None):
+                 pin_memory: bool = False, dataset: torch.utils.data.Dataset | None = None,
+                 counts_patch_size: int | None = None):
         # ``dataset`` replaces the augmented pairs (e.g. data.supervised.SupervisedPairDataset); same sample dict
         self.dataset = dataset or CopyPairDataset(source, cfg, seed, interp, antialias, photometric)
         self.batch_sampler = batch_sampler or EpochBatchSampler(len(source), batch_size, seed, True, rank,
@@ -102,8 +106,9 @@ class PairLoader:
         source.skips.log = False  # the source (and its copies in workers) stays quiet; self.skips logs once per file
         kwargs = {} if num_workers == 0 else {"worker_init_fn": _worker_init, "persistent_workers": True,
                                               "prefetch_factor": prefetch_factor or 2}
+        collate = functools.partial(collate_pairs, counts_patch_size=counts_patch_size)  # picklable for workers
         self.loader = torch.utils.data.DataLoader(self.dataset, batch_sampler=self.batch_sampler,
-                                                  collate_fn=collate_pairs, num_workers=num_workers,
+                                                  collate_fn=collate, num_workers=num_workers,
                                                   pin_memory=pin_memory, **kwargs)
 
     @property

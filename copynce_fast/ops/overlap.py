@@ -6,16 +6,15 @@ correspondence. Rows sum to ``patch_size**2``. These are the CopyNCE targets (RE
 """
 from __future__ import annotations
 
-import numpy as np
 import torch
 
-from copynce_fast import _cpp
 from copynce_fast.ops._impl import resolve_impl
 from copynce_fast.pixtrace.batch import PackedPaths, map_pixels
+from copynce_fast.pixtrace.overlap_cpu import cpu_kernel_usable, patch_overlap_cpu
 from copynce_fast.pixtrace.view import SNAP
 
-__all__ = ["patch_overlap", "patch_overlap_ref", "patch_overlap_cpp", "patch_overlap_from_dense",
-           "patch_overlap_from_dense_ref", "patch_grid"]
+__all__ = ["patch_overlap", "patch_overlap_ref", "patch_overlap_from_dense", "patch_overlap_from_dense_ref",
+           "patch_grid"]
 
 
 def patch_grid(hw: tuple[int, int], patch_size: int, name: str = "hw") -> tuple[int, int]:
@@ -70,56 +69,17 @@ def patch_overlap_from_dense_ref(maps: torch.Tensor, dst_hw: tuple[int, int] | N
     return _counts_from_pixels(maps[:, 0].long(), maps[:, 1].long(), dst_hw, patch_size)
 
 
-# Largest canvas side of the C++ kernel's exact range (csrc/overlap.h, overlap_max_side): beyond it, the reference.
-_CPP_MAX_SIDE = {torch.float32: 2**14, torch.float64: 2**22}
-
-
-def _cpp_usable(paths: PackedPaths) -> bool:
-    """The C++ kernel is built and these paths (CPU, float32/64) are within its exact range."""
-    m = paths.matrices
-    if not _cpp.HAS_CPP or m.is_cuda or m.dtype not in _CPP_MAX_SIDE:
-        return False
-    limit = _CPP_MAX_SIDE[m.dtype]
-    sides = max(*paths.src_hw, *paths.dst_hw, int(paths.canvases.max()) if paths.canvases.numel() else 0)
-    return sides <= limit
-
-
-def patch_overlap_cpp(paths: PackedPaths, patch_size: int = 16, num_threads: int | None = None) -> torch.Tensor:
-    """Overlap counts on the CPU with ``copynce_fast._C`` (numpy twin without it): bit-equal to the reference.
-
-    Args:
-        paths: CPU ``PackedPaths`` (float32 or float64 matrices).
-        patch_size: P; both images must be multiples of it.
-        num_threads: threads over the batch (default ``torch.get_num_threads()``: 1 in loader workers).
-
-    Returns:
-        [B, Ls, Ld + 1] int32 (CPU).
-    """
-    patch_grid(tuple(paths.src_hw), patch_size, "src_hw")  # same errors as the reference path
-    patch_grid(tuple(paths.dst_hw), patch_size, "dst_hw")
-    m = paths.matrices
-    if m.dtype not in _CPP_MAX_SIDE:
-        raise ValueError(f"paths.matrices: the C++ kernel computes in float32 or float64, got {m.dtype}")
-    occ = lambda t: None if t is None else np.ascontiguousarray(t.cpu().numpy())  # noqa: E731
-    counts = _cpp.patch_overlap(np.ascontiguousarray(m.cpu().numpy()),
-                                np.ascontiguousarray(paths.canvases.cpu().numpy(), dtype=np.int32),
-                                *map(int, paths.src_hw), *map(int, paths.dst_hw), int(patch_size),
-                                occ(paths.src_occluder), occ(paths.dst_occluder),
-                                int(num_threads or torch.get_num_threads()))
-    return torch.from_numpy(counts)
-
-
 def patch_overlap(paths: PackedPaths, patch_size: int = 16, *, impl: str | None = None) -> torch.Tensor:
     """Overlap counts from geometry, [B, Ls, Ld + 1] int32; ``impl`` as in ``resolve_impl`` ("auto" on CPU tensors:
     the C++ kernel when built)."""
-    choice = resolve_impl(impl, paths.matrices, cpp=_cpp_usable(paths))
+    choice = resolve_impl(impl, paths.matrices, cpp=cpu_kernel_usable(paths))
     if choice == "torch":
         return patch_overlap_ref(paths, patch_size)
-    if choice == "cpp":
-        return patch_overlap_cpp(paths, patch_size)
-    from copynce_fast.kernels.overlap import patch_overlap_triton  # lazy: CPU installs need no triton
     patch_grid(tuple(paths.src_hw), patch_size, "src_hw")  # same errors as the reference path
     patch_grid(tuple(paths.dst_hw), patch_size, "dst_hw")
+    if choice == "cpp":
+        return patch_overlap_cpu(paths, patch_size)  # copynce_fast.pixtrace.overlap_cpu: csrc/overlap.cpp
+    from copynce_fast.kernels.overlap import patch_overlap_triton  # lazy: CPU installs need no triton
     return patch_overlap_triton(paths.matrices, paths.canvases, paths.src_hw, paths.dst_hw, patch_size,
                                 src_occluder=paths.src_occluder, dst_occluder=paths.dst_occluder, snap=SNAP)
 

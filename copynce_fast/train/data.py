@@ -18,6 +18,7 @@ from copynce_fast.data.siblings import SiblingBatchSampler
 from copynce_fast.data.torch_loader import PairLoader
 from copynce_fast.data.presets import AugmentConfig, descriptor_preset, matcher_preset
 from copynce_fast.data.sources import ImageSource, open_source
+from copynce_fast.models.vit import PATCH_SIZE
 from copynce_fast.train.hnm import load_knn_table
 from copynce_fast.utils.dist import DistInfo
 
@@ -145,7 +146,9 @@ def build_train_data(cfg: Config, device: torch.device, dist_info: DistInfo) -> 
                          seed=cfg.run.seed, rank=dist_info.rank, world_size=dist_info.world_size, normalize=gpu,
                          dtype=torch.bfloat16)
         return TrainData(source, sampler, None, device, dali_args)
+    # on the CPU the workers count patch overlaps (C++ kernel), so the training process's cores stay on the model
+    counts = PATCH_SIZE if device.type == "cpu" and cfg.loss.copynce_weight > 0 else None
     loader = PairLoader(source, augment_config(cfg), sampler.batch_size, num_workers=cfg.data.num_workers,
                         seed=cfg.run.seed, rank=dist_info.rank, world_size=dist_info.world_size,
-                        batch_sampler=sampler, pin_memory=device.type == "cuda")
+                        batch_sampler=sampler, pin_memory=device.type == "cuda", counts_patch_size=counts)
     return TrainData(source, sampler, loader, device)
