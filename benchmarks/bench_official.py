@@ -133,7 +133,12 @@ def bench_correspondence(off, args) -> list[dict]:
     for side in sides:
         hw = (side * 3 // 4, side)  # landscape 4:3
         for kind in E.EDIT_KINDS:
-            r = C.correspondence_parity(off, E.edit_configs(off, kind, hw, args.size), hw, args.size)
+            configs = E.edit_configs(off, kind, hw, args.size)
+            r = C.correspondence_parity(off, configs, hw, args.size)
+            if off.full:  # ground truth from rendered coordinate pixels (needs torchvision)
+                import official_truth as T
+                qo, _ = C.pair_maps(off, [configs], [hw], args.size)
+                r.update(T.truth_scores(configs, hw, args.size, qo[0], C.pair_views([configs], [hw], args.size)[0][0]))
             rows.append({"item": "2 correspondence", "edit": kind, **r})
     return rows
 
@@ -142,7 +147,8 @@ def correspondence_summary(rows: list[dict]) -> list[dict]:
     """Per native size, the mean over the edits."""
     keys = ["official_to_original", "ours_to_original", "orig_median_px", "official_to_reference",
             "ours_to_reference", "ref_agree_exact", "ref_agree_1px", "ref_max_px", "ori_to_ref_holes",
-            "ref_to_que_holes", "collided_ref_px"]
+            "ref_to_que_holes", "collided_ref_px", "official_true_1px", "ours_true_1px"]
+    keys = [k for k in keys if all(k in r for r in rows)]
     out = []
     for native in dict.fromkeys(r["native"] for r in rows):
         sel = [r for r in rows if r["native"] == native]
@@ -256,11 +262,12 @@ def ratio_rows(sections: dict) -> list[dict]:
 COLUMNS = {
     "1": ["case", "provider", "B", "L", "C", "loss", "loss_rel_err", "grad_rel_err", "ms", "ms_min", "ms_max",
           "speedup"],
-    "2": ["native", "edits", "official_to_original", "ours_to_original", "orig_median_px", "official_to_reference",
-          "ours_to_reference", "ref_agree_exact", "ref_agree_1px", "ref_max_px", "ori_to_ref_holes",
-          "ref_to_que_holes", "collided_ref_px"],
+    "2": ["native", "edits", "official_to_original", "ours_to_original", "official_true_1px", "ours_true_1px",
+          "orig_median_px", "official_to_reference", "ours_to_reference", "ref_agree_exact", "ref_agree_1px",
+          "ref_max_px", "ori_to_ref_holes", "ref_to_que_holes", "collided_ref_px"],
     "2e": ["edit", "native", "official_to_reference", "ours_to_reference", "ref_agree_1px", "ref_max_px",
-           "orig_median_px", "ref_to_que_holes", "collided_ref_px"],
+           "orig_median_px", "official_true", "ours_true", "official_true_1px", "ours_true_1px",
+           "ref_to_que_holes", "collided_ref_px"],
     "3": ["provider", "cores", "size", "pairs_per_s", "pairs_per_s_per_core", "per_core_min", "per_core_max",
           "vs_official_per_core"],
     "4": ["provider", "model", "B", "img_per_s", "ms", "ms_min", "ms_max", "peak_mem_gb", "speedup"],
@@ -320,6 +327,12 @@ def main(argv=None) -> int:
             sections["2e"] = bench_correspondence(off, args)
             sections["2"] = correspondence_summary(sections["2e"])
             sections["2e"] = [r for r in sections["2e"] if r["native"] == "512x384"]
+            notes.append("2: shares of the query (or reference) grid at the input size; *_to_original / "
+                         "*_to_reference: query pixels each side traces; ref_agree_*: same reference pixel / within 1 px where both "
+                         "trace one; orig_median_px: distance of the two traces in native pixels; *_true(_1px): "
+                         "shown query pixels whose traced native pixel is the one a rendered coordinate image "
+                         "shows (exactly / within 1 native px; nearest sampling, so exact boundary ties go either "
+                         "way); holes / collisions: the official inverse maps' artefacts")
         if "3" in items:
             if not off.full:
                 notes.append(f"3: official rows skipped: needs {', '.join(H.missing_full_deps())}")
