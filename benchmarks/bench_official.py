@@ -328,8 +328,9 @@ def main(argv=None) -> int:
             sections["2"] = correspondence_summary(sections["2e"])
             sections["2e"] = [r for r in sections["2e"] if r["native"] == "512x384"]
             notes.append("2: shares of the query (or reference) grid at the input size; *_to_original / "
-                         "*_to_reference: query pixels each side traces; ref_agree_*: same reference pixel / within 1 px where both "
-                         "trace one; orig_median_px: distance of the two traces in native pixels; *_true(_1px): "
+                         "*_to_reference: query pixels each side traces; ref_agree_*: same reference pixel / within "
+                         "1 px where both trace one; orig_median_px: distance of the two traces in native pixels; "
+                         "*_true(_1px): "
                          "shown query pixels whose traced native pixel is the one a rendered coordinate image "
                          "shows (exactly / within 1 native px; nearest sampling, so exact boundary ties go either "
                          "way); holes / collisions: the official inverse maps' artefacts")
