@@ -113,7 +113,9 @@ class SiblingBatchSampler:
     In every batch, ``round(rate * B / 2)`` slot couples ``(2j, 2j + 1)`` (chosen at random, seeded by
     (seed, epoch, batch)) are replaced by ``PairKey(a, epoch, part=1)`` and ``PairKey(a, epoch, part=2)`` with
     ``a`` the couple's first image. Couples keep the descriptor's anchor/neighbour layout intact elsewhere.
-    Everything else (``set_epoch``, ``start_batch``, ``len``) is the wrapped sampler's.
+    Everything else (``set_epoch``, ``start_batch``, ``len``) is the wrapped sampler's. Render the keys with the
+    torch loader: the DALI loader draws the plans but renders a plain reference as a whole-image resize, not the
+    part (``train.data`` refuses the combination).
 
     Args:
         base: an :class:`~copynce_fast.data.batch_samplers.EpochBatchSampler` or a subclass.
