@@ -305,5 +305,5 @@ for task in "${TASKS[@]}"; do
 done
 echo "total $(($(date +%s) - START))s"
 cat "$OUT/summary.md"
-# exit status: 0 when no step failed or timed out
-! cut -f3 "$STEPS" | grep -qE '^(fail|timeout)'
+# exit status: 0 when every step ran and passed (or was skipped by choice or for want of CUDA)
+! cut -f3 "$STEPS" | grep -qE '^(fail|timeout|skipped: out of time)'
