@@ -67,7 +67,7 @@ def test_a_library_parameter_is_reported_as_its_flag(tmp_path, images, capsys):
     assert main(["extract", str(images), "--out", str(feats), *TINY, *RUN]) == 0
     capsys.readouterr()
     assert main(["knn", str(feats), "--source", str(images), "--k", "5", "--out", str(tmp_path / "k.npy")]) == 1
-    assert _error_line(capsys) == "copynce-fast knn: error: --k: must be in [1, N-1] = [1, 2], got 5"
+    assert _error_line(capsys) == "copynce-fast knn: error: --k: must be in [1, 2] (3 images with a descriptor), got 5"
 
 
 def test_a_bad_config_file_names_the_flag_and_the_field(tmp_path, capsys):

@@ -47,6 +47,30 @@ def warn(command: str, message: str) -> None:
     print(f"copynce-fast {command}: warning: {message}", file=sys.stderr)
 
 
+def report_skipped(command: str, skipped, out: Path) -> None:
+    """Name every skipped ``(path, reason)``: one warning line each when there are at most ``MAX_SHOWN``, else
+    all of them in a skipped.txt beside ``out`` (``utils.skipped.listing_beside``) and one warning naming it."""
+    from copynce_fast.utils.skipped import MAX_SHOWN, clean_reason, listing_beside, write_skipped
+
+    skipped = list(skipped)
+    if len(skipped) <= MAX_SHOWN:
+        for path, reason in skipped:
+            warn(command, f"skipped {path}: {clean_reason(reason)}")
+        return
+    listing = write_skipped(listing_beside(out), skipped)
+    warn(command, f"skipped {len(skipped)} unusable images; each is listed with its reason in {listing}")
+
+
+def skipped_count(skipped, out: Path, noun: str = "") -> str:
+    """The count for a command's final line: ``"4 skipped"``, or ``"25 skipped (listed in OUT/skipped.txt)"``
+    when :func:`report_skipped` wrote the list; ``noun`` goes after the number (``"4 images skipped"``)."""
+    from copynce_fast.utils.skipped import MAX_SHOWN, listing_beside
+
+    n = len(skipped)
+    text = f"{n} {noun + ' ' if noun else ''}skipped"
+    return f"{text} (listed in {listing_beside(out)})" if n > MAX_SHOWN else text
+
+
 def info(message: str) -> None:
     print(message, file=sys.stderr)
 

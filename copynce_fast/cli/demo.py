@@ -77,11 +77,12 @@ def run(args) -> int:
     runs = {"copynce": base}
     if args.ablation:
         runs["no_copynce"] = replace(base, loss=replace(base.loss, copynce_weight=0.0))
-    results = {}
+    results, skipped = {}, {}
     for name, cfg in runs.items():
         info(f"== training '{name}' (loss.copynce_weight={cfg.loss.copynce_weight}) ==")
         res = train(replace(cfg, run=replace(cfg.run, out_dir=str(out / name))))
         results[name] = res.metrics
+        skipped.update(res.skipped)  # unusable images (each run lists its own in <run>/skipped.txt)
     rows = []
     for name, m in results.items():
         rp90 = "n/a" if m.recall_at_p90 is None else f"{m.recall_at_p90:.3f}"
@@ -98,6 +99,7 @@ def run(args) -> int:
         else:
             verdict = "CopyNCE helps here" if a > b else "CopyNCE does NOT help at this tiny scale"
         print(f"\nμAP with CopyNCE {a:.3f} vs without {b:.3f}: {verdict}.")
-    write_json_report(out / "summary.json", {k: v for k, v in results.items()})
-    print(f"summary: {out / 'summary.json'}; loss curves: {out}/*/loss_curves.png; pairs: {out / 'pairs.png'}")
+    write_json_report(out / "summary.json", {k: v for k, v in results.items()}, skipped_images=len(skipped))
+    print(f"summary: {out / 'summary.json'}; loss curves: {out}/*/loss_curves.png; pairs: {out / 'pairs.png'}; "
+          f"{len(skipped)} images skipped")
     return 0

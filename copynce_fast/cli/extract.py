@@ -13,7 +13,8 @@ from copynce_fast.cli._common import (
     load_model_from_args,
     non_negative_int,
     positive_int,
-    warn,
+    report_skipped,
+    skipped_count,
 )
 from copynce_fast.cli._video import add_sampling_args, list_video_items, run_video_extraction
 
@@ -22,7 +23,8 @@ Extract L2-normalised global descriptors with a CopyNCE descriptor (or a DINO Vi
 image ids (the file stem, or the 'uuid' column of a CSV list).
 
 Images are resized to S×S (bicubic, aspect ratio not kept) and normalised with the ImageNet mean/std, as the
-reference evaluation does. Unreadable images are skipped, counted and named in a warning (exit code 0).
+reference evaluation does. Unreadable images are skipped (exit code 0), each named with its reason: on stderr,
+or in a skipped.txt beside --out when there are more than 20; the count ends the final line.
 Rerunning with the same --out resumes: ids already stored are skipped.
 
 Under torchrun (e.g. 'torchrun --nproc-per-node 8 -m copynce_fast.cli extract ... --out DIR') every rank
@@ -114,10 +116,7 @@ def run_extraction(command: str, args, loaded, items, out: Path, max_images: int
             return result  # rank 0 reports for everyone
     else:
         result = extract_features(loaded, items, out, **kwargs)
-    if result.skipped:
-        shown = "; ".join(f"{p} ({r})" for p, r in result.skipped[:5])
-        more = f"; ... {len(result.skipped) - 5} more" if len(result.skipped) > 5 else ""
-        warn(command, f"skipped {len(result.skipped)} unreadable image(s): {shown}{more}")
+    report_skipped(command, result.skipped, out)  # each named, on stderr or in a skipped.txt beside out
     return result
 
 
@@ -188,5 +187,5 @@ def run(args) -> int:
         return 0  # under torchrun rank 0 reports for every rank
     state = "done" if result.complete else "stopped early (rerun the same command to resume)"
     info(f"{len(items)} images: {result.already_done} already stored, {result.extracted} extracted, "
-         f"{len(result.skipped)} skipped -> {args.out} [{state}]")
+         f"{skipped_count(result.skipped, args.out)} -> {args.out} [{state}]")
     return 0

@@ -13,7 +13,8 @@ from copynce_fast.cli._common import (
     load_model_from_args,
     non_negative_int,
     positive_int,
-    warn,
+    report_skipped,
+    skipped_count,
 )
 from copynce_fast.cli.extract import list_source
 
@@ -88,10 +89,9 @@ def run(args) -> int:
                            num_workers=args.workers, amp=args.amp, chunk_pairs=args.chunk_pairs,
                            progress=args.progress)
     ok = ~np.isnan(result.scores)
-    if result.failed:
-        shown = "; ".join(f"{p} ({why})" for p, why in result.failed[:5])
-        warn("rescore", f"{len(result.failed)} unreadable image(s), {int((~ok).sum())} pair(s) dropped: {shown}")
+    skipped = list(dict(result.failed).items())  # an image is loaded once per chunk: name it once
+    report_skipped("rescore", skipped, args.out)
     write_predictions_csv(args.out, (q[ok], r[ok], result.scores[ok]))
     info(f"rescored {int(ok.sum())} pairs ({result.encoded_views} encoded views, {result.fusions} fusion passes)"
-         f" -> {args.out}")
+         f" -> {args.out}; {skipped_count(skipped, args.out, 'images')}, {int((~ok).sum())} pairs dropped")
     return 0

@@ -96,11 +96,13 @@ def _features_from_folders(args) -> tuple[Path, Path]:
     loaded = load_model_from_args(args, "descriptor")
     work = args.features_dir or args.out.with_name(args.out.stem + "_features")
     outs = []
+    args.skipped_images = 0  # for the final line
     for name, items in (("queries", q_items), ("references", r_items)):
         info(f"extracting {len(items)} {name} -> {work / name}")
         result = run_extraction("search", args, loaded, items, work / name)
         if result.extracted + result.already_done == 0:
             raise CliError(f"no readable {name} image")
+        args.skipped_images += len(result.skipped)
         outs.append(work / name)
     return outs[0], outs[1]
 
@@ -208,5 +210,7 @@ def run(args) -> int:
             raise CliError(f"--score-norm {args.score_norm}: {e}") from None
     preds = knn_to_predictions(scores, rows, q.ids, ref_ids)
     write_predictions_csv(args.out, preds)
-    info(f"{len(q.ids)} queries × top-{k} of {n_ref} references -> {len(preds[0])} pairs -> {args.out}")
+    skipped = getattr(args, "skipped_images", None)  # images unusable when extracting --query/reference-images
+    info(f"{len(q.ids)} queries × top-{k} of {n_ref} references -> {len(preds[0])} pairs -> {args.out}"
+         + (f"; {skipped} images skipped" if skipped is not None else ""))
     return 0

@@ -68,5 +68,7 @@ def run(args) -> int:
         print(json.dumps(to_dict(cfg), indent=2))
         return 0
     result = train(cfg)
-    print(f"done: {result.steps} steps; checkpoint {result.checkpoint}; logs {result.out_dir / 'log.jsonl'}")
+    listing = f" (listed in {result.out_dir / 'skipped.txt'})" if result.skipped else ""
+    print(f"done: {result.steps} steps; {len(result.skipped)} images skipped{listing}; checkpoint "
+          f"{result.checkpoint}; logs {result.out_dir / 'log.jsonl'}")
     return 0

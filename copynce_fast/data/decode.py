@@ -14,6 +14,8 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image, ImageOps
 
+from copynce_fast.utils.skipped import clean_reason
+
 __all__ = ["BadImage", "DecodeLimits", "probe_bytes", "decode_bytes"]
 
 
@@ -33,9 +35,12 @@ def _open(data: bytes, limits: DecodeLimits) -> Image.Image:
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             im = Image.open(io.BytesIO(data))
     except Image.DecompressionBombError as e:
-        raise BadImage(f"too large ({e})") from None
+        raise BadImage(f"too large ({clean_reason(e)})") from None
+    except Image.UnidentifiedImageError:  # its message holds the repr of our BytesIO: say it plainly
+        raise BadImage("not an image (empty, or no format PIL can read)" if not data else
+                       "not an image (no format PIL can read)") from None
     except Exception as e:  # PIL raises many types for garbage input
-        raise BadImage(f"not a readable image ({type(e).__name__}: {e})") from None
+        raise BadImage(f"not a readable image ({type(e).__name__}: {clean_reason(e)})") from None
     w, h = im.size
     if w * h > limits.max_pixels:
         raise BadImage(f"too large ({w}x{h} > max_pixels={limits.max_pixels})")
@@ -88,5 +93,5 @@ def decode_bytes(data: bytes, limits: DecodeLimits = DecodeLimits()) -> np.ndarr
     except BadImage:
         raise
     except Exception as e:
-        raise BadImage(f"corrupt image data ({type(e).__name__}: {e})") from None
+        raise BadImage(f"corrupt image data ({type(e).__name__}: {clean_reason(e)})") from None
     return np.ascontiguousarray(arr)

@@ -21,6 +21,7 @@ import numpy as np
 from PIL import Image
 
 from copynce_fast.data.decode import BadImage, DecodeLimits, decode_bytes, probe_bytes
+from copynce_fast.utils.skipped import MAX_SHOWN, clean_reason
 
 __all__ = ["SkipCounter", "ImageSource", "FileSource", "ArraySource", "folder_source", "file_list_source", "csv_list_source", "disc21_source", "bundled_source",
            "synthetic_source", "open_source", "IMAGE_EXTENSIONS", "DISC21_SPLITS"]
@@ -47,13 +48,19 @@ class SkipCounter:
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
     def record(self, name: str, reason: str) -> bool:
-        """Record an unusable file; True if it is new (and then logged)."""
+        """Record an unusable file; True if it is new. The first ``MAX_SHOWN`` are logged one by one, then one
+        line says the rest are only counted (the trainer lists them all in its run folder's skipped.txt)."""
+        reason = clean_reason(reason)
         with self._lock:
             if name in self.files:
                 return False
             self.files[name] = reason
-        if self.log:
+            n = len(self.files)
+        if self.log and n <= MAX_SHOWN:
             log.warning("skipping image %s: %s", name, reason)
+        elif self.log and n == MAX_SHOWN + 1:
+            log.warning("skipping image %s: %s; more unusable images are counted, not shown (the run lists them "
+                        "in its skipped.txt)", name, reason)
         return True
 
     @property

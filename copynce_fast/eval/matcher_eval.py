@@ -127,7 +127,7 @@ def rescore_pairs(loaded: LoadedModel, query_ids: Sequence[str], reference_ids: 
     for side, ids, paths in (("query", query_ids, query_paths), ("reference", reference_ids, reference_paths)):
         missing = sorted({i for i in ids if i not in paths})
         if missing:
-            raise ValueError(f"{len(missing)} {side} id(s) have no image, e.g. {missing[:3]}")
+            raise ValueError(f"{len(missing)} {side} id(s) have no image, e.g. {', '.join(map(str, missing[:3]))}")
     matcher: CopyMatcher = loaded.model
     device = loaded.device
     q_ids, r_ids = np.asarray(query_ids, dtype=str), np.asarray(reference_ids, dtype=str)

@@ -56,7 +56,7 @@ class RunLogger:
             for k, v in row.items():
                 if k != "step":
                     self.tb.add_scalar(f"train/{k}", v, row["step"])
-        shown = {k: f"{row[k]:.4g}" for k in row if k not in ("step", "epoch", "lr", "images_per_s")}
+        shown = {k: f"{row[k]:.4g}" for k in row if k not in ("step", "epoch", "lr", "images_per_s", "skipped_images")}
         self.bar.set_postfix(img_s=f"{row['images_per_s']:.0f}", **shown)
         if self.bar.disable:
             print(f"step {row['step']}: " + " ".join(f"{k}={v}" for k, v in shown.items())

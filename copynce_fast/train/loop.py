@@ -26,6 +26,7 @@ from copynce_fast.train.schedule import lr_at
 from copynce_fast.utils.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from copynce_fast.utils.device import resolve_device
 from copynce_fast.utils.dist import DistInfo, all_reduce_mean, init_distributed
+from copynce_fast.utils.skipped import write_skipped
 
 __all__ = ["train", "train_step", "TrainResult", "NonFiniteLossError", "resolve_device", "param_groups"]
 
@@ -43,6 +44,7 @@ class TrainResult:
     history: list[dict] = field(default_factory=list)  # one row per logging interval
     checkpoint: Path | None = None
     metrics: object | None = None  # eval.metrics.Metrics of the held-out evaluation (descriptor runs)
+    skipped: dict[str, str] = field(default_factory=dict)  # unusable image -> reason (all ranks), in skipped.txt
 
 
 def param_groups(model: nn.Module, objective: nn.Module, weight_decay: float) -> list[dict]:
@@ -244,6 +246,7 @@ def _run_epochs(run: _Run, train_model: nn.Module, step: int, logger: RunLogger)
                 row.update(step=step, epoch=epoch, lr=cur_lr, images_per_s=interval.images_per_s())
                 if hasattr(objective, "log_scale"):
                     row["log_scale"] = objective.log_scale.item()
+                row["skipped_images"] = _skips(run.data).skipped  # unusable files met so far (this rank)
                 if not all(math.isfinite(row[k]) for k in terms):
                     path = run.checkpoint_path
                     note = f"last checkpoint: {path}" if path.is_file() else "no checkpoint was written"
@@ -268,8 +271,12 @@ def _finish(run: _Run, step: int, logger: RunLogger) -> TrainResult:
     if run.dist.enabled:
         _check_replicas(run.model, run.objective)
         logger.info("replicas in sync across ranks")
+    skipped = _all_skipped(run)
+    if skipped and run.main:
+        listing = write_skipped(run.out_dir / "skipped.txt", skipped.items())
+        logger.info(f"{len(skipped)} images skipped as unusable, each listed with its reason in {listing}")
     logger.close()
-    result = TrainResult(run.out_dir, step, logger.history, path)
+    result = TrainResult(run.out_dir, step, logger.history, path, skipped=skipped)
     if cfg.run.eval_after and run.main and cfg.model.kind == "descriptor" and not cfg.data.pairs_csv:
         metrics = heldout_eval(run.model, cfg, run.device)
         result.metrics = metrics
@@ -296,6 +303,21 @@ def train(cfg: Config) -> TrainResult:
     train_model = _parallel(run)
     step = _run_epochs(run, train_model, step, logger)
     return _finish(run, step, logger)
+
+
+def _skips(data: TrainData):
+    """The SkipCounter of the run's loader: the torch loader's own (fed by its workers), or the source's (DALI)."""
+    return data.loader.skips if data.loader is not None else data.source.skips
+
+
+def _all_skipped(run: _Run) -> dict[str, str]:
+    """Unusable images met by any rank: name -> reason (one collective under DDP)."""
+    files = dict(_skips(run.data).files)
+    if run.dist.enabled:
+        parts: list[dict] = [{} for _ in range(run.dist.world_size)]
+        torch.distributed.all_gather_object(parts, files)
+        files = {k: v for part in parts for k, v in part.items()}
+    return files
 
 
 def _check_replicas(*modules: nn.Module) -> None:
