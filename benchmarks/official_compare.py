@@ -66,6 +66,11 @@ def correspondence_parity(off, configs: list[dict], native_hw: tuple[int, int], 
         ref_to_que_holes: reference pixels that show query content (ours) but get no query pixel from the official
             inverse; collided_ref_px: reference pixels that several query pixels map to (official; one wins).
     """
+    with H.cpu_cuda(threads=1):  # small tensors: one thread is fastest, and immune to a loaded machine
+        return _correspondence_parity(off, configs, native_hw, size)
+
+
+def _correspondence_parity(off, configs, native_hw, size) -> dict:
     h, w = native_hw
     qo, ro = pair_maps(off, [configs], [native_hw], size)
     ori_to_ref, que_to_ref, ref_to_que = H.official_correspondence(off, qo, ro)

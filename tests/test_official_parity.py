@@ -22,6 +22,15 @@ from copynce_fast.ops import patch_overlap  # noqa: E402
 from copynce_fast.pixtrace import pack_pairs  # noqa: E402
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Small tensors: one torch thread is fastest and does not collapse when the CPU is oversubscribed."""
+    prev = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(prev)
+
+
 @pytest.fixture(scope="module")
 def off():
     try:
@@ -138,3 +147,15 @@ def test_harness_leaves_no_stub_behind_and_rejects_a_wrong_path(off, tmp_path, m
     with pytest.raises(ValueError, match=H.ENV_VAR):
         H.find_official_src()
     assert not torch.Tensor.cuda.__name__ == "<lambda>"  # cpu_cuda() restored it
+
+
+def test_bench_official_runs_and_writes_its_report(off, tmp_path):
+    """The benchmark's correspondence item end to end (light mode is enough): markdown table and JSONL rows."""
+    import bench_official
+    out = tmp_path / "official.md"
+    assert bench_official.main(["--quick", "--items", "2", "--out", str(out), "--official-src", str(off.src)]) == 0
+    text = out.read_text()
+    assert "correspondence parity" in text and "| 1024x768 |" in text
+    rows = [__import__("json").loads(line) for line in out.with_suffix(".jsonl").read_text().splitlines()]
+    assert {r["edit"] for r in rows if r["section"] == "2e"} == set(E.EDIT_KINDS)
+    assert bench_official.main(["--items", "2", "--official-src", str(tmp_path)]) == 2  # not a checkout: one line
