@@ -32,11 +32,52 @@ def to_tensor_image(arr: np.ndarray) -> torch.Tensor:
 
 
 def _sample(image: torch.Tensor, matrix, out_hw, interp: Interp, antialias: bool) -> torch.Tensor:
+    """The warped layer: uint8 when its samples are integers (nearest; bilinear on a whole-pixel box), else
+    float32 (0..255 for uint8 input)."""
     if interp == "nearest":
-        return sample_nearest(image, matrix, out_hw).float()
+        return sample_nearest(image, matrix, out_hw)
     if interp == "bilinear":
-        return sample_bilinear(image, matrix, out_hw, antialias)
+        return sample_bilinear(image, matrix, out_hw, antialias, keep_uint8=True)
     raise ValueError(f"interp: expected 'nearest' or 'bilinear', got {interp!r}")
+
+
+def _all_inside(tests, hw) -> torch.Tensor | None:
+    """AND of the canvas tests' masks, or None when there is no test (every pixel passes)."""
+    mask = None
+    for t in tests:
+        m = canvas_mask(t, hw)
+        mask = m if mask is None else mask & m
+    return mask
+
+
+def _render_layers(plan: AugmentPlan, image: torch.Tensor, other: torch.Tensor | None, interp: Interp,
+                   antialias: bool) -> torch.Tensor:
+    """render_geometry's pixels, in the sampler's dtype while there is one layer: masking by canvas tests zeroes
+    pixels, which integer samples survive exactly, so a uint8 layer stays uint8 (no float round trip); a
+    composite with an overlay is float32."""
+    geo = layer_geometry(plan)
+    if tuple(image.shape[1:]) != geo.source_hw:
+        raise ValueError(f"image: expected spatial size {geo.source_hw} (the plan's source), got "
+                         f"{tuple(image.shape[1:])}")
+    hw = geo.out_hw
+    out = _sample(image, geo.copy_matrix, hw, interp, antialias)
+    keep = _all_inside(geo.copy_tests, hw)
+    if geo.other_matrix is not None:
+        if other is None or tuple(other.shape[1:]) != geo.other_hw:
+            got = None if other is None else tuple(other.shape[1:])
+            raise ValueError(f"other: the plan composites image {plan.overlay.index} of size {geo.other_hw}, "
+                             f"got {got}")
+        a, b, d, g = geo.weights
+        cover = canvas_mask(geo.cover_test, hw).float()
+        w_copy = a + b * cover
+        if keep is not None:
+            w_copy = w_copy * keep
+        w_other = d + g * cover
+        out = w_copy * out.float() + w_other * _sample(other, geo.other_matrix, hw, interp, antialias).float()
+    elif keep is not None:
+        out = out * keep
+    shared = _all_inside(geo.shared_tests, hw)
+    return out if shared is None else out * shared
 
 
 def render_geometry(plan: AugmentPlan, image: torch.Tensor, other: torch.Tensor | None = None,
@@ -47,31 +88,7 @@ def render_geometry(plan: AugmentPlan, image: torch.Tensor, other: torch.Tensor 
         image: the copy's original [C, H, W] (H, W = plan.view.source_hw), any integer or float dtype.
         other: the overlay's original [C, Ho, Wo] when ``plan.overlay`` is set.
     """
-    geo = layer_geometry(plan)
-    if tuple(image.shape[1:]) != geo.source_hw:
-        raise ValueError(f"image: expected spatial size {geo.source_hw} (the plan's source), got "
-                         f"{tuple(image.shape[1:])}")
-    hw = geo.out_hw
-    out = _sample(image, geo.copy_matrix, hw, interp, antialias)
-    keep = torch.ones(hw, dtype=torch.bool)
-    for t in geo.copy_tests:
-        keep &= canvas_mask(t, hw)
-    if geo.other_matrix is not None:
-        if other is None or tuple(other.shape[1:]) != geo.other_hw:
-            got = None if other is None else tuple(other.shape[1:])
-            raise ValueError(f"other: the plan composites image {plan.overlay.index} of size {geo.other_hw}, "
-                             f"got {got}")
-        a, b, d, g = geo.weights
-        cover = canvas_mask(geo.cover_test, hw).float()
-        w_copy = (a + b * cover) * keep
-        w_other = d + g * cover
-        out = w_copy * out + w_other * _sample(other, geo.other_matrix, hw, interp, antialias)
-    else:
-        out = out * keep
-    shared = torch.ones(hw, dtype=torch.bool)
-    for t in geo.shared_tests:
-        shared &= canvas_mask(t, hw)
-    return out * shared
+    return _render_layers(plan, image, other, interp, antialias).float()
 
 
 def render_plan(plan: AugmentPlan, image: torch.Tensor, other: torch.Tensor | None = None,
@@ -89,7 +106,9 @@ def render_plan(plan: AugmentPlan, image: torch.Tensor, other: torch.Tensor | No
     Returns:
         [3, S, S] uint8.
     """
-    img = render_geometry(plan, image, other, interp, antialias).round().clamp(0, 255).to(torch.uint8)
+    img = _render_layers(plan, image, other, interp, antialias)
+    if img.dtype != torch.uint8:
+        img = img.round_().clamp_(0, 255).to(torch.uint8)
     if not photometric:
         return img
     for op in plan.ops:

@@ -115,6 +115,11 @@ def layer_geometry(plan: AugmentPlan) -> LayerGeometry:
 
 # --- torch evaluation (the CPU executor, masks for occluding overlays); float64, the snapping rule -------------
 
+def _is_affine(matrix) -> bool:
+    m = np.asarray(matrix)
+    return bool(m[2, 0] == 0 and m[2, 1] == 0 and m[2, 2] == 1)
+
+
 def warp_coords(matrix: np.ndarray, out_hw, device=None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Map every pixel centre of an out_hw view by ``matrix``: (x [H, W], y [H, W], in_front [H, W]) float64."""
     h, w = out_hw
@@ -123,6 +128,8 @@ def warp_coords(matrix: np.ndarray, out_hw, device=None) -> tuple[torch.Tensor, 
     xs = (torch.arange(w, dtype=torch.float64, device=device) + 0.5).view(1, w)
     nx = (m[0, 0] * xs + m[0, 1] * ys) + m[0, 2]
     ny = (m[1, 0] * xs + m[1, 1] * ys) + m[1, 2]
+    if _is_affine(matrix):  # nd = (0 x + 0 y) + 1 = 1 exactly: no division, every point in front
+        return nx, ny, torch.ones((h, w), dtype=torch.bool, device=device)
     nd = (m[2, 0] * xs + m[2, 1] * ys) + m[2, 2]
     front = nd > 0
     nd = torch.where(front, nd, torch.ones_like(nd))
@@ -188,11 +195,13 @@ def _axis_aligned_box(matrix: np.ndarray, out_hw, in_hw):
     return top, left, bottom, right, m[1, 1] < 0, m[0, 0] < 0
 
 
-def sample_bilinear(image: torch.Tensor, matrix: np.ndarray, out_hw, antialias: bool = True) -> torch.Tensor:
+def sample_bilinear(image: torch.Tensor, matrix: np.ndarray, out_hw, antialias: bool = True,
+                    keep_uint8: bool = False) -> torch.Tensor:
     """Bilinear sampling at the mapped pixel centres, zeros outside. image [C, Hi, Wi] uint8 -> [C, H, W] float32.
 
     A crop + resize (+ flips) whose box has integer corners inside the image takes ``F.interpolate`` on the box
-    (the same centre-aligned map, antialiased); anything else is a ``grid_sample``.
+    (the same centre-aligned map, antialiased, on uint8); anything else is a ``grid_sample``. ``keep_uint8``: the
+    box path returns its uint8 samples as they are (the float32 result holds the same integers).
     """
     c, hi, wi = image.shape
     matrix = np.asarray(matrix, dtype=np.float64)
@@ -202,7 +211,8 @@ def sample_bilinear(image: torch.Tensor, matrix: np.ndarray, out_hw, antialias: 
         out = torch.nn.functional.interpolate(image[None, :, top:bottom, left:right], size=tuple(out_hw),
                                               mode="bilinear", antialias=antialias, align_corners=False)[0]
         dims = [d for d, f in ((1, fy), (2, fx)) if f]
-        return (out.flip(dims) if dims else out).float()
+        out = out.flip(dims) if dims else out
+        return out if keep_uint8 else out.float()
     img = image[None]
     s = prefilter_scale(matrix, out_hw) if antialias else 1.0
     if s > 1.0:
@@ -214,7 +224,8 @@ def sample_bilinear(image: torch.Tensor, matrix: np.ndarray, out_hw, antialias: 
         hi, wi = nh, nw
     x, y, ok = warp_coords(matrix, out_hw, image.device)
     grid = torch.stack([x / wi * 2 - 1, y / hi * 2 - 1], dim=-1).float()
-    grid = torch.where(ok[..., None], grid, torch.full_like(grid, -4.0))  # behind the horizon: outside
+    if not _is_affine(matrix):  # behind the horizon: outside (an affine map has no horizon)
+        grid = torch.where(ok[..., None], grid, torch.full_like(grid, -4.0))
     out = torch.nn.functional.grid_sample(img.float(), grid[None], mode="bilinear", padding_mode="zeros",
                                           align_corners=False)
     return out[0]
