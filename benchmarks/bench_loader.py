@@ -4,8 +4,17 @@ Reports training pairs/s and images/s (2 images per pair) from a folder of JPEGs
 500x375 JPEGs generated into a temporary folder), next to what the reference's CPU pipeline would do (~15.5
 pairs/s per core: 41 ms augmentation + 21 ms PixTrace per pair, DESIGN.md).
 
+Per core: providers that run in this process (``torch-1core``: the executor without workers, torch on one
+thread; ``dali-cpu-1``: DALI's CPU pipeline on one thread; ``dali-cpu``: on ``--threads`` threads) are also timed
+in CPU seconds (user + system of this process, all threads): ``pairs_per_cpu_s`` is the throughput of one
+busy core, unaffected by other jobs sharing the machine. ``torch-workers`` (DataLoader processes) is wall-clock
+only. ``torch-1core+counts`` adds the patch overlap counts a CPU trainer's workers make (C++ kernel).
+``--breakdown`` prints where a torch-executor pair's CPU time goes (decode, plan, warps, photometric ops and
+occluders, collate + paths) and the JPEG decode of the same files timed alone (the floor of a loader that decodes).
+
     python benchmarks/bench_loader.py --quick                 # CPU smoke (< 60 s)
     python benchmarks/bench_loader.py --data DIR --threads 8   # torch workers and DALI threads
+    python benchmarks/bench_loader.py --providers torch-1core,dali-cpu-1 --breakdown   # one core
 
 CPU timings are informational (never written to results); GPU rows go to benchmarks/results/loader.jsonl.
 """
@@ -31,7 +40,7 @@ REFERENCE_PAIRS_PER_CORE = 15.5  # the official CPU pipeline per core: 41 ms aug
 
 @dataclass(frozen=True)
 class BenchConfig:
-    provider: str  # "torch-1core" | "torch-workers" | "dali-cpu" | "dali-gpu"
+    provider: str  # "torch-1core" | "torch-1core+counts" | "torch-workers" | "dali-cpu-1" | "dali-cpu" | "dali-gpu"
     preset: str
     size: int
     batch: int
@@ -46,9 +55,10 @@ def make_jpegs(root: Path, n: int, seed: int = 0) -> Path:
     return root
 
 
-def _timed(loader, warmup: int, steps: int, sync) -> tuple[float, int]:
-    """Seconds for ``steps`` batches after ``warmup`` batches (iterating across epochs), and pairs seen."""
-    it, seen, t0, pairs = None, 0, None, 0
+def _timed(loader, warmup: int, steps: int, sync) -> tuple[float, float, int]:
+    """Wall seconds and CPU seconds (this process, all its threads) for ``steps`` batches after ``warmup``
+    batches (iterating across epochs), and pairs seen."""
+    it, seen, t0, c0, pairs = None, 0, None, None, 0
     while seen < warmup + 1 + steps:
         if it is None:
             it = iter(loader)
@@ -59,36 +69,99 @@ def _timed(loader, warmup: int, steps: int, sync) -> tuple[float, int]:
             continue
         if seen == warmup:
             sync()
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
         elif seen > warmup:
             pairs += batch["query"].shape[0]
         seen += 1
     sync()
     # The first timed batch starts the clock; count the ones after it.
-    return time.perf_counter() - t0, pairs
+    return time.perf_counter() - t0, time.process_time() - c0, pairs
 
 
 def run(cfg: BenchConfig, source, warmup: int, steps: int, workers: int, py_workers: int) -> dict:
     preset = descriptor_preset(size=cfg.size) if cfg.preset == "descriptor" else matcher_preset(size=cfg.size)
     sync = lambda: None  # noqa: E731
+    in_process = cfg.provider in ("torch-1core", "torch-1core+counts", "dali-cpu-1", "dali-cpu")
     if cfg.provider.startswith("torch"):
         torch.set_num_threads(1)
-        n_workers = 0 if cfg.provider == "torch-1core" else workers
-        loader = PairLoader(source, preset, cfg.batch, num_workers=n_workers, seed=0)
+        n_workers = 0 if cfg.provider.startswith("torch-1core") else workers
+        counts = 16 if cfg.provider.endswith("+counts") else None
+        loader = PairLoader(source, preset, cfg.batch, num_workers=n_workers, seed=0, counts_patch_size=counts)
         cores = max(1, n_workers)
     else:
         from copynce_fast.data.dali_loader import DaliPairLoader
         gpu = cfg.provider == "dali-gpu"
-        loader = DaliPairLoader(source, preset, cfg.batch, device_id=0 if gpu else None, num_threads=cfg.threads,
+        threads = 1 if cfg.provider == "dali-cpu-1" else cfg.threads
+        loader = DaliPairLoader(source, preset, cfg.batch, device_id=0 if gpu else None, num_threads=threads,
                                 seed=0, py_workers=py_workers, normalize=gpu)
         if gpu:
             sync = torch.cuda.synchronize  # sync point: one before and one after the timed loop
-        cores = cfg.threads + py_workers
-    secs, pairs = _timed(loader, warmup, steps, sync)
+        cores = threads + py_workers
+    secs, cpu_secs, pairs = _timed(loader, warmup, steps, sync)
     pps = pairs / secs
-    return {"provider": cfg.provider, "preset": cfg.preset, "size": cfg.size, "batch": cfg.batch,
-            "threads": cores, "pairs_per_s": pps, "images_per_s": 2 * pps, "pairs_per_s_per_core": pps / cores,
-            "vs_reference_per_core": pps / cores / REFERENCE_PAIRS_PER_CORE, "skipped": len(source.skips.files)}
+    row = {"provider": cfg.provider, "preset": cfg.preset, "size": cfg.size, "batch": cfg.batch,
+           "threads": cores, "pairs_per_s": pps, "images_per_s": 2 * pps, "pairs_per_s_per_core": pps / cores,
+           "vs_reference_per_core": pps / cores / REFERENCE_PAIRS_PER_CORE, "skipped": len(source.skips.files)}
+    if in_process:  # what one busy core does, however busy the machine is
+        row["cpu_ms_per_pair"] = 1e3 * cpu_secs / pairs
+        row["pairs_per_cpu_s"] = pairs / cpu_secs
+        row["vs_reference_per_core"] = pairs / cpu_secs / REFERENCE_PAIRS_PER_CORE
+    return row
+
+
+def breakdown(source, preset_name: str, size: int, pairs: int = 64) -> list[dict]:
+    """CPU ms per torch-executor pair by part (one core, this process), and the JPEG decode alone."""
+    from copynce_fast.data import PairKey
+    from copynce_fast.data.batch import collate_pairs
+    from copynce_fast.data.executor_torch import _render_layers, render_plan, to_tensor_image
+    from copynce_fast.data.plan_sampler import plan_pair
+
+    torch.set_num_threads(1)
+    preset = descriptor_preset(size=size) if preset_name == "descriptor" else matcher_preset(size=size)
+    keys = [PairKey(i % len(source), 1) for i in range(pairs)]
+
+    def cpu_ms(fn) -> float:
+        fn()  # warm (header cache, fonts, allocator)
+        t0 = time.process_time()
+        fn()
+        return 1e3 * (time.process_time() - t0) / pairs
+
+    plans = [plan_pair(source, preset, 0, k)[0] for k in keys]
+    needed = [sorted({p.source_index for p in (pp.query, pp.reference)}
+                     | {p.overlay.index for p in (pp.query, pp.reference) if p.overlay is not None}) for pp in plans]
+    images = {i: to_tensor_image(source.decode(i)) for n in needed for i in n}
+
+    def views(fn):
+        for pp in plans:
+            for p in (pp.query, pp.reference):
+                fn(p, images[p.source_index], images[p.overlay.index] if p.overlay is not None else None)
+
+    ds_samples = []
+    t = {
+        "decode (the pair's originals + overlays)": cpu_ms(lambda: [source.decode(i) for n in needed for i in n]),
+        "plan (sample_pair + traced views)": cpu_ms(lambda: [(pp := plan_pair(source, preset, 0, k)[0],
+                                                             pp.traced_views()) for k in keys]),
+        "warps + canvas tests (2 views)": cpu_ms(lambda: views(lambda p, a, o: _render_layers(p, a, o, "bilinear",
+                                                                                               True))),
+        "render_plan (2 views, all ops)": cpu_ms(lambda: views(lambda p, a, o: render_plan(p, a, o))),
+    }
+    t["photometric ops + occluders"] = t.pop("render_plan (2 views, all ops)") - t["warps + canvas tests (2 views)"]
+    from copynce_fast.data.torch_loader import CopyPairDataset
+    ds = CopyPairDataset(source, preset, seed=0)
+    t["whole pair (dataset item)"] = cpu_ms(lambda: ds_samples.extend(ds[k] for k in keys))
+    batch = ds_samples[:pairs]
+    t["collate + PixTrace paths (per pair)"] = cpu_ms(lambda: collate_pairs(batch))
+    t["patch overlap counts, both directions (C++)"] = cpu_ms(lambda: collate_pairs(batch, 16)) - \
+        t["collate + PixTrace paths (per pair)"]
+    files = sorted({i for n in needed for i in n})
+    raw = [source.read_bytes(i) for i in files]
+    from copynce_fast.data.decode import decode_bytes
+    t0 = time.process_time()
+    for _ in range(3):
+        for b in raw:
+            decode_bytes(b)
+    t["JPEG decode alone, per image"] = 1e3 * (time.process_time() - t0) / (3 * len(raw))
+    return [{"part": k, "cpu_ms": v} for k, v in t.items()]
 
 
 def main(argv=None):
@@ -102,7 +175,8 @@ def main(argv=None):
     p.add_argument("--py-workers", type=int, default=0, help="DALI Python workers planning pairs")
     p.add_argument("--steps", type=int, default=8)
     p.add_argument("--warmup", type=int, default=2)
-    p.add_argument("--providers", default="torch-1core,torch-workers,dali-cpu,dali-gpu")
+    p.add_argument("--providers", default="torch-1core,torch-1core+counts,torch-workers,dali-cpu-1,dali-cpu,dali-gpu")
+    p.add_argument("--breakdown", action="store_true", help="CPU ms per torch-executor pair, by part")
     p.add_argument("--quick", action="store_true", help="tiny CPU smoke run")
     args = p.parse_args(argv)
     if args.quick:
@@ -128,12 +202,15 @@ def main(argv=None):
                 continue
             cfg = BenchConfig(prov, args.preset, args.size, args.batch, args.threads)
             rows.append(run(cfg, source, args.warmup, args.steps, args.threads, args.py_workers))
+        parts = breakdown(source, args.preset, args.size, pairs=min(64, 4 * args.batch)) if args.breakdown else []
     rows.append({"provider": "reference (official CPU pipeline, per core)", "pairs_per_s": REFERENCE_PAIRS_PER_CORE,
                  "images_per_s": 2 * REFERENCE_PAIRS_PER_CORE, "threads": 1,
                  "pairs_per_s_per_core": REFERENCE_PAIRS_PER_CORE, "vs_reference_per_core": 1.0})
     cols = ["provider", "preset", "size", "batch", "threads", "pairs_per_s", "images_per_s", "pairs_per_s_per_core",
-            "vs_reference_per_core"]
+            "cpu_ms_per_pair", "pairs_per_cpu_s", "vs_reference_per_core"]
     bench.print_table(rows, cols, title="pair loader throughput (full augmentation preset + PixTrace paths)")
+    if args.breakdown:
+        bench.print_table(parts, ["part", "cpu_ms"], title="torch executor: CPU ms per pair by part (one core)")
     bench.write_jsonl("loader", [r for r in rows if r["provider"] == "dali-gpu"])
 
 
