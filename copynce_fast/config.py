@@ -27,7 +27,7 @@ from copynce_fast.utils.jsonio import write_json
 
 __all__ = ["ModelConfig", "DataConfig", "LossConfig", "OptimConfig", "RunConfig", "Config", "PRESETS",
            "FIELD_RULES", "ARCH_DEPTH", "get_preset", "apply_overrides", "to_dict", "from_dict", "save_json",
-           "load_json", "scaled_lr", "config_differences"]
+           "load_json", "scaled_lr", "config_differences", "adapt_to_run", "parse_overrides"]
 
 ARCH_DEPTH = {"vit_tiny": 4, "vit_small": 12, "vit_base": 12}  # transformer blocks per backbone
 
@@ -90,7 +90,7 @@ class LossConfig(_Validated):
 @dataclass(frozen=True)
 class OptimConfig(_Validated):
     base_lr: float = 6e-4  # lr = base_lr * sqrt(lr_scaling_batch * world / 1024)
-    lr_scaling_batch: int = 0  # batch used by the scaling rule; 0 = data.batch_size
+    lr_scaling_batch: int = 0  # batch of the scaling rule; 0 = data.batch_size (follows the batch); > 0 pins it
     min_lr: float = 2e-6  # cosine floor
     weight_decay: float = 0.04  # AdamW decay (none on norms, biases, pos/cls tokens, log-scale)
     betas: tuple[float, float] = (0.9, 0.999)  # AdamW betas
@@ -98,6 +98,7 @@ class OptimConfig(_Validated):
     warmup_epochs: float = 1.0  # linear warm-up from 1% of lr
     clip_grad: float = 3.0  # global gradient-norm clip (0 = off)
     steps_per_epoch: int = 0  # 0 = len(dataset) // (batch_size * world)
+    total_steps: int = 0  # the run's length in steps, across epochs (0 = epochs x steps_per_epoch; else epochs unused)
 
 
 @dataclass(frozen=True)
@@ -178,7 +179,8 @@ FIELD_RULES: dict[str, dict[str, Range]] = {
              "asl_gamma": _NON_NEGATIVE},
     "optim": {"base_lr": _POSITIVE, "lr_scaling_batch": _NON_NEGATIVE, "min_lr": _NON_NEGATIVE,
               "weight_decay": _NON_NEGATIVE, "betas": Range(0, 1, high_open=True), "epochs": _AT_LEAST_1,
-              "warmup_epochs": _NON_NEGATIVE, "clip_grad": _NON_NEGATIVE, "steps_per_epoch": _NON_NEGATIVE},
+              "warmup_epochs": _NON_NEGATIVE, "clip_grad": _NON_NEGATIVE, "steps_per_epoch": _NON_NEGATIVE,
+              "total_steps": _NON_NEGATIVE},
     "run": {"seed": _NON_NEGATIVE, "log_every": _AT_LEAST_1, "ckpt_every": _AT_LEAST_1, "max_steps": _NON_NEGATIVE},
 }
 _NON_EMPTY = {("data", "source"), ("run", "out_dir")}
@@ -250,9 +252,9 @@ def _validate_section(obj) -> None:
 
 def descriptor_vits_224() -> Config:
     """The official descriptor recipe: ViT-S/16 at 224, InfoNCE + CopyNCE(5, γ3) + KoLeo(5), 30 epochs."""
-    return Config(model=ModelConfig(ln_eps=1e-4),
-                  optim=OptimConfig(lr_scaling_batch=96),  # the reference scales by items (96), not pairs (192)
-                  run=RunConfig(out_dir="runs/descriptor_vits_224"))
+    # the learning rate scales with data.batch_size, the items per rank (96: 5.2e-4 on 8 GPUs, as the reference,
+    # which scales by items, not by the 192 pairs of its hard-negative batches)
+    return Config(model=ModelConfig(ln_eps=1e-4), run=RunConfig(out_dir="runs/descriptor_vits_224"))
 
 
 def descriptor_vitb_224() -> Config:
@@ -301,7 +303,8 @@ def demo() -> Config:
         model=ModelConfig(arch="vit_tiny", img_size=64, dim=64, freeze_patch_embed=False),
         data=DataConfig(synthetic_images=51, batch_size=16, num_workers=0, hard_negatives=False),
         loss=LossConfig(copynce_weight=1.0),
-        optim=OptimConfig(base_lr=2e-3, lr_scaling_batch=1024, epochs=24, warmup_epochs=1.0, weight_decay=0.02),
+        # lr 2e-3 at its batch of 16 (0.016 * sqrt(16 / 1024)), scaled like every preset when the batch changes
+        optim=OptimConfig(base_lr=0.016, epochs=24, warmup_epochs=1.0, weight_decay=0.02),
         run=RunConfig(out_dir="runs/demo", log_every=10, ckpt_every=50, compile=False))
 
 
@@ -405,6 +408,37 @@ def save_json(cfg: Config, path) -> None:
 def load_json(path) -> Config:
     with open(path) as f:
         return from_dict(json.load(f))
+
+
+def adapt_to_run(cfg: Config, pinned=frozenset()) -> tuple[Config, list[str]]:
+    """A preset made to fit what the run has; the changed values and one line per change group, to show at
+    start-up. Fields in ``pinned`` (``"section.field"``, the ones the user gave) are never changed.
+
+    * A source other than "builtin": the preset's ``data.synthetic_images`` (procedural images that top up the
+      bundled photos) -> 0.
+    * No ``model.pretrained`` (from scratch): ``model.freeze_patch_embed`` -> false (a random patch embedding
+      must learn) and ``data.hard_negatives`` -> false when there is no ``data.knn_path`` (no descriptor to mine
+      neighbours with yet).
+    """
+    notes = []
+    data, model = cfg.data, cfg.model
+    if data.source != "builtin" and data.synthetic_images and "data.synthetic_images" not in pinned:
+        data = replace(data, synthetic_images=0)
+        notes.append(f"data.synthetic_images=0 (the preset's {cfg.data.synthetic_images} synthetic images only "
+                     f"top up data.source=builtin)")
+    if not model.pretrained:
+        changed = []
+        if model.freeze_patch_embed and "model.freeze_patch_embed" not in pinned:
+            model = replace(model, freeze_patch_embed=False)
+            changed.append(("model.freeze_patch_embed", "a random patch embedding must learn"))
+        if data.hard_negatives and not data.knn_path and "data.hard_negatives" not in pinned:
+            data = replace(data, hard_negatives=False)
+            changed.append(("data.hard_negatives", "no k-NN table to mine neighbours from yet"))
+        if changed:
+            notes.append("from scratch (no --model.pretrained): "
+                         + ", ".join(f"{k}=false ({why})" for k, why in changed)
+                         + "; keep the recipe's with " + " / ".join(f"--{k}=true" for k, _ in changed))
+    return replace(cfg, model=model, data=data), notes
 
 
 def scaled_lr(cfg: Config, world_size: int) -> float:

@@ -1,7 +1,7 @@
 """``copynce-fast train``: train a descriptor or matcher from a preset with typed overrides."""
 from __future__ import annotations
 
-from copynce_fast.cli._common import CliError, add_common_args, add_subparser
+from copynce_fast.cli._common import CliError, add_common_args, add_subparser, info
 
 EPILOG = """examples:
   copynce-fast train --preset demo                        # tiny descriptor on the bundled images (CPU, minutes)
@@ -56,11 +56,16 @@ def _config_file(path: str):
 def run(args) -> int:
     import json
 
-    from copynce_fast.config import apply_overrides, get_preset, to_dict
+    from copynce_fast.config import adapt_to_run, apply_overrides, get_preset, parse_overrides, to_dict
     from copynce_fast.train import train
 
     cfg = _config_file(args.config) if args.config else get_preset(args.preset)
-    cfg = apply_overrides(cfg, _pairs(list(args.overrides)))
+    overrides = _pairs(list(args.overrides))
+    cfg = apply_overrides(cfg, overrides)
+    pinned = {f"{section}.{name}" for section, names in parse_overrides(overrides).items() for name in names}
+    cfg, notes = adapt_to_run(cfg, pinned)  # e.g. the fine-tuning recipe used from scratch
+    for note in notes:
+        info(f"copynce-fast train: {note}")
     if not args.progress:
         from dataclasses import replace
         cfg = replace(cfg, run=replace(cfg.run, progress=False))

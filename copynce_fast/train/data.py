@@ -44,14 +44,41 @@ def augment_config(cfg: Config) -> AugmentConfig:
                    positive_rate=cfg.data.positive_rate if cfg.model.kind == "matcher" else 1.0)
 
 
+class StepStream:
+    """The batches of a run from one step on, epoch after epoch, as one iterable of PairKey lists: epoch ``e`` is
+    the first ``steps_per_epoch`` batches of ``sampler.epoch_keys(e)`` (what a per-epoch loop sees). Handed to the
+    torch loader as its batch sampler, one loader pass spans many small epochs: no pipeline restart at each end."""
+
+    def __init__(self, sampler, steps_per_epoch: int):
+        self.sampler, self.steps_per_epoch, self.step = sampler, steps_per_epoch, 0
+
+    def start_at(self, step: int) -> None:
+        self.step = int(step)
+
+    def __len__(self) -> int:
+        return self.steps_per_epoch
+
+    def __iter__(self) -> Iterator[list]:
+        epoch, start = divmod(self.step, self.steps_per_epoch)
+        while True:  # the trainer stops iterating at its last step
+            yield from self.sampler.epoch_keys(epoch)[start:self.steps_per_epoch]
+            epoch, start = epoch + 1, 0
+
+
 @dataclass
 class TrainData:
     source: ImageSource
     sampler: EpochBatchSampler  # or NeighbourBatchSampler (hard negatives), or a SiblingBatchSampler around either
-    loader: PairLoader | None  # the torch CPU executor (None with DALI)
+    loader: PairLoader | None  # the torch CPU executor (None with DALI); its batch sampler is ``stream``
     device: torch.device
+    stream: StepStream  # the run's batches across epochs (the torch loader's batch sampler); steps_per_epoch
     dali_args: dict | None = None  # DaliPairLoader arguments; built at the first epoch that is iterated
     _dali: object = None
+
+    @property
+    def streams(self) -> bool:
+        """True when :meth:`batches` runs across epoch ends (the torch loader); DALI yields one epoch a call."""
+        return self.loader is not None
 
     @property
     def num_items(self) -> int:
@@ -61,13 +88,16 @@ class TrainData:
     def backend(self) -> str:
         return "torch" if self.loader is not None else "dali"
 
-    def batches(self) -> Iterator[dict]:
-        """Batches of the sampler's current epoch (from its start batch), on the device, images normalised."""
+    def batches(self, step: int = 0) -> Iterator[dict]:
+        """Batches from global step ``step`` on, on the device, images normalised: with the torch loader epoch
+        after epoch without end (the caller stops); with DALI the rest of that step's epoch."""
         dtype = torch.bfloat16 if self.device.type == "cuda" else torch.float32
         if self.loader is not None:
+            self.stream.start_at(step)
             for batch in self.loader:
                 yield to_device(batch, self.device, dtype=dtype)
             return
+        self.sampler.set_epoch(*divmod(step, self.stream.steps_per_epoch))
         if self._dali is None:
             from copynce_fast.data.dali_loader import DaliPairLoader  # lazy: DALI is an optional extra
             # DALI numbers its epochs itself from start_epoch on, one per full pass, in the sampler's order
@@ -97,9 +127,10 @@ def _supervised_data(cfg: Config, device: torch.device, dist_info: DistInfo) -> 
     ds = SupervisedPairDataset(read_pairs_csv(cfg.data.pairs_csv), cfg.model.img_size)
     sampler = EpochBatchSampler(len(ds), cfg.data.batch_size, seed=cfg.run.seed, rank=dist_info.rank,
                                 world_size=dist_info.world_size)
+    stream = StepStream(sampler, len(sampler))
     loader = PairLoader(ds.source, augment_config(cfg), sampler.batch_size, num_workers=cfg.data.num_workers,
-                        seed=cfg.run.seed, batch_sampler=sampler, pin_memory=device.type == "cuda", dataset=ds)
-    return TrainData(ds.source, sampler, loader, device)
+                        seed=cfg.run.seed, batch_sampler=stream, pin_memory=device.type == "cuda", dataset=ds)
+    return TrainData(ds.source, sampler, loader, device, stream)
 
 
 def _with_siblings(cfg: Config, sampler, backend: str) -> tuple[object, str]:
@@ -134,21 +165,24 @@ def build_train_data(cfg: Config, device: torch.device, dist_info: DistInfo) -> 
                                         mode=cfg.model.kind, positive_rate=cfg.data.positive_rate, **shard)
     else:
         if cfg.data.hard_negatives:
-            log.warning("data.hard_negatives: no data.knn_path, so batches are random and the descriptor trains on "
-                        "%d pairs per rank, not the reference's 2 x %d with neighbours (build a table with "
-                        "`copynce-fast knn`)", cfg.data.batch_size, cfg.data.batch_size)
+            log.warning("data.hard_negatives: no --data.knn_path, so batches hold random images, not mined "
+                        "neighbours. Build the table from the descriptors of the weights you start from: "
+                        "`copynce-fast extract SOURCE --weights W --out f.npz && copynce-fast knn f.npz --source "
+                        "SOURCE --out knn.npy`, then --data.knn_path=knn.npy; or turn this off with "
+                        "--data.hard_negatives=false")
         sampler = EpochBatchSampler(len(source), cfg.data.batch_size, **shard)
     sampler, backend = _with_siblings(cfg, sampler, resolve_backend(cfg.data.backend, device))
+    stream = StepStream(sampler, cfg.optim.steps_per_epoch or len(sampler))  # checked by the trainer
     if backend == "dali":
         gpu = device.type == "cuda"
         dali_args = dict(source=source, cfg=augment_config(cfg), batch_size=sampler.batch_size,
                          device_id=(device.index or 0) if gpu else None, num_threads=max(cfg.data.num_workers, 1),
                          seed=cfg.run.seed, rank=dist_info.rank, world_size=dist_info.world_size, normalize=gpu,
                          dtype=torch.bfloat16)
-        return TrainData(source, sampler, None, device, dali_args)
+        return TrainData(source, sampler, None, device, stream, dali_args)
     # on the CPU the workers count patch overlaps (C++ kernel), so the training process's cores stay on the model
     counts = PATCH_SIZE if device.type == "cpu" and cfg.loss.copynce_weight > 0 else None
     loader = PairLoader(source, augment_config(cfg), sampler.batch_size, num_workers=cfg.data.num_workers,
                         seed=cfg.run.seed, rank=dist_info.rank, world_size=dist_info.world_size,
-                        batch_sampler=sampler, pin_memory=device.type == "cuda", counts_patch_size=counts)
-    return TrainData(source, sampler, loader, device)
+                        batch_sampler=stream, pin_memory=device.type == "cuda", counts_patch_size=counts)
+    return TrainData(source, sampler, loader, device, stream)

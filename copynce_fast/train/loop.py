@@ -143,11 +143,17 @@ def _setup(cfg: Config) -> _Run:
     opt = torch.optim.AdamW(param_groups(model, objective, cfg.optim.weight_decay), lr=lr, betas=cfg.optim.betas,
                             fused=device.type == "cuda")
     batches = len(data.sampler)
+    if batches == 0:
+        raise ValueError(f"data.batch_size: a batch of {cfg.data.batch_size} images on each of "
+                         f"{dist_info.world_size} rank(s) needs at least {cfg.data.batch_size} images per rank; the "
+                         f"source has {data.num_items} (lower --data.batch_size)")
     steps_per_epoch = cfg.optim.steps_per_epoch or batches
-    if not 0 < steps_per_epoch <= batches:
-        raise ValueError(f"optim.steps_per_epoch: must be in [1, {batches}] (batches per epoch), "
-                         f"got {steps_per_epoch}")
-    total_steps = steps_per_epoch * cfg.optim.epochs
+    if steps_per_epoch > batches:
+        raise ValueError(f"optim.steps_per_epoch: must be in [1, {batches}] (batches in one pass over the data), "
+                         f"got {steps_per_epoch}; to train longer, give --optim.total_steps")
+    data.stream.steps_per_epoch = steps_per_epoch
+    # optim.total_steps sizes the run in steps, across as many (small) epochs as it takes
+    total_steps = cfg.optim.total_steps or steps_per_epoch * cfg.optim.epochs
     stop_at = min(total_steps, cfg.run.max_steps) if cfg.run.max_steps else total_steps
     warmup = int(round(cfg.optim.warmup_epochs * steps_per_epoch))
     return _Run(cfg, device, dist_info, data, model, objective, opt, lr, steps_per_epoch, total_steps, stop_at,
@@ -221,18 +227,24 @@ class _Interval:
 
 
 def _run_epochs(run: _Run, train_model: nn.Module, step: int, logger: RunLogger) -> int:
-    """Steps from ``step`` to ``run.stop_at``, epoch by epoch: log rows, checkpoints, stop on a non-finite loss."""
+    """Steps from ``step`` to ``run.stop_at``: log rows, checkpoints, stop on a non-finite loss.
+
+    The torch loader streams the batches of consecutive epochs in one pass (small epochs cost no pipeline
+    restart); DALI is iterated one epoch at a time. Checkpoints come every ``run.ckpt_every`` steps, and at an
+    epoch end only when epochs are at least that long (many small epochs do not set the cadence).
+    """
     cfg, objective, opt = run.cfg, run.objective, run.opt
     amp = cfg.run.amp == "bf16" and run.device.type == "cuda"
     params = [p for g in opt.param_groups for p in g["params"]]
     replicated = list(objective.parameters()) if run.dist.enabled else []
+    spe = run.steps_per_epoch
+    epoch_checkpoints = spe >= cfg.run.ckpt_every
     run.model.train()
     interval = _Interval()
     while step < run.stop_at:
-        epoch, in_epoch = divmod(step, run.steps_per_epoch)
-        run.data.sampler.set_epoch(epoch, in_epoch)
-        epoch_end = min((epoch + 1) * run.steps_per_epoch, run.stop_at)
-        for batch in run.data.batches():
+        segment_end = run.stop_at if run.data.streams else min((step // spe + 1) * spe, run.stop_at)
+        for batch in run.data.batches(step):
+            epoch = step // spe
             cur_lr = lr_at(step, run.total_steps, run.warmup, run.lr, cfg.optim.min_lr)
             for g in opt.param_groups:
                 g["lr"] = cur_lr
@@ -253,14 +265,12 @@ def _run_epochs(run: _Run, train_model: nn.Module, step: int, logger: RunLogger)
                     raise NonFiniteLossError(f"non-finite loss at step {step} ({row}); stopping. {note}")
                 logger.log(row)
                 interval = _Interval()
-            if step % cfg.run.ckpt_every == 0 and step < run.stop_at:
+            if step < run.stop_at and (step % cfg.run.ckpt_every == 0 or (epoch_checkpoints and step % spe == 0)):
                 _save(run, step)
-            if step >= epoch_end:
+            if step >= segment_end:
                 break
-        if step < epoch_end:
-            raise RuntimeError(f"the loader ran out of batches at step {step}, before the epoch ended at {epoch_end}")
-        if step % run.steps_per_epoch == 0 and step < run.stop_at:
-            _save(run, step)  # end of an epoch
+        if step < segment_end:
+            raise RuntimeError(f"the loader ran out of batches at step {step}, before step {segment_end}")
     return step
 
 
@@ -295,8 +305,10 @@ def train(cfg: Config) -> TrainResult:
         save_json(cfg, run.out_dir / "config.json")
     logger = RunLogger(run.out_dir, enabled=run.main, total_steps=run.stop_at, start_step=step,
                        progress=cfg.run.progress)
-    logger.info(f"{cfg.model.kind} {cfg.model.arch}@{cfg.model.img_size} | {run.data.num_items} images | "
-                f"{run.steps_per_epoch} steps/epoch x {cfg.optim.epochs} epochs = {run.total_steps} steps | "
+    length = (f"{run.total_steps} steps (optim.total_steps) = {run.total_steps / run.steps_per_epoch:.3g} epochs "
+              f"of {run.steps_per_epoch}" if cfg.optim.total_steps else
+              f"{run.steps_per_epoch} steps/epoch x {cfg.optim.epochs} epochs = {run.total_steps} steps")
+    logger.info(f"{cfg.model.kind} {cfg.model.arch}@{cfg.model.img_size} | {run.data.num_items} images | {length} | "
                 f"lr {run.lr:.3g} = {cfg.optim.base_lr:g} * sqrt({cfg.optim.lr_scaling_batch or cfg.data.batch_size} * "
                 f"{run.dist.world_size} / 1024) | warm-up {run.warmup} steps | device {run.device} | "
                 f"world {run.dist.world_size}")
