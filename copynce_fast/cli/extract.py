@@ -156,6 +156,11 @@ def run_video(args) -> int:
         if value is not None:
             raise CliError(f"{flag} is for images; with --video use a folder, a .txt list or one video "
                            f"(and --max-videos)")
+    import os
+
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # ranks would write the same shards
+        raise CliError("--video runs in one process (its decoding uses --workers processes); torchrun with "
+                       "several ranks is for images")
     if not args.source.exists():
         raise CliError(f"source: no such file or folder: {args.source}")
     videos = list_video_items("source", args.source)
