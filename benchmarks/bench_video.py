@@ -67,7 +67,8 @@ def extraction_rows(video: Path, args, device: torch.device) -> list[dict]:
                                          loader=loader, batch_size=args.batch_size)
             bench.sync()
             dt = time.perf_counter() - t0
-        name = f"decode + {args.arch} {args.img_size}px ({'PyAV, %d workers' % args.workers if loader == 'torch' else 'DALI'})"
+        how = f"PyAV, {args.workers} workers" if loader == "torch" else "DALI"
+        name = f"decode + {args.arch} {args.img_size}px ({how})"
         rows.append({"what": name, "videos": args.videos, "sampled": res.frames, "s": dt,
                      "sampled_per_s": res.frames / dt, "source_per_s": n_source * args.videos / dt,
                      "video_s_per_s": vt.duration * args.videos / dt})

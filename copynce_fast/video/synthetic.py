@@ -250,7 +250,8 @@ class SyntheticDataset:
 
 
 def make_references(folder: str | Path, n_refs: int = 4, *, duration: float = 8.0, fps: int = 8,
-                    size: tuple[int, int] = (72, 96), codec: str = "libx264", ext: str = ".mp4") -> dict[str, np.ndarray]:
+                    size: tuple[int, int] = (72, 96), codec: str = "libx264",
+                    ext: str = ".mp4") -> dict[str, np.ndarray]:
     """Reference videos ``R000..`` in ``folder``: one bundled photo each under a moving camera.
 
     Returns:
