@@ -80,3 +80,46 @@ def test_bad_videos_raise_bad_video(tmp_path):
         list(iter_frames(cut))
     with pytest.raises(ValueError, match="size"):
         list(iter_frames(good, size=1))
+
+
+
+def ffmpeg_fps_filter(path, fps, number):
+    """``number(frame)`` of each frame libavfilter's fps filter outputs (the filter of the VSC2022 baseline's
+    ffmpeg call), run through PyAV's filter graph."""
+    import av
+
+    out = []
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        graph = av.filter.Graph()
+        src, sink = graph.add_buffer(template=stream), graph.add("buffersink")
+        fps_filter = graph.add("fps", f"fps={fps}")
+        src.link_to(fps_filter)
+        fps_filter.link_to(sink)
+        graph.configure()
+
+        def drain():
+            while True:
+                try:
+                    out.append(number(graph.pull().to_ndarray(format="rgb24")))
+                except (av.BlockingIOError, av.EOFError):
+                    return
+
+        for frame in container.decode(stream):
+            graph.push(frame)
+            drain()
+        graph.push(None)
+        drain()
+    return out
+
+
+@pytest.mark.parametrize("source_fps,n,fps", [(10, 30, 2.0), (30, 75, 1.0), (25, 61, 1.0), (8, 20, 3.0),
+                                              (24, 50, 0.7)])
+def test_samples_are_the_frames_of_ffmpegs_fps_filter(tmp_path, source_fps, n, fps):
+    frames = np.stack([np.full((32, 48, 3), 8 + 3 * i, np.uint8) for i in range(n)])  # frame i: grey 8 + 3 i
+
+    def number(f):
+        return round((f.astype(float).mean() - 8) / 3)
+
+    path = write_video(tmp_path / "v.mp4", frames, fps=source_fps)
+    assert [number(f) for f in read_video(path, fps).frames] == ffmpeg_fps_filter(path, fps, number)
