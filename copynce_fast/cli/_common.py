@@ -91,16 +91,22 @@ def add_model_args(parser: argparse.ArgumentParser, *, dim_default: int = 512) -
     """Flags that select the model: a checkpoint with its format, or random weights for smoke tests."""
     g = parser.add_argument_group("model")
     g.add_argument("--weights", type=Path, default=None,
-                   help="local checkpoint: ours ({'model', 'config'}), an official CopyNCE descriptor/matcher "
-                        "(.pth.tar), or a DINO ViT (.pth)")
+                   help="local checkpoint: ours ({'model', 'config'}; or a training run folder / its config.json "
+                        "for the checkpoint.pt there), an official CopyNCE descriptor/matcher (.pth.tar), or a DINO "
+                        "ViT (.pth)")
     g.add_argument("--format", dest="weights_format", default="auto", choices=("auto", "ours", "copynce", "dino"),
                    help="checkpoint layout (default: auto-detected from the keys)")
     g.add_argument("--random-init", action="store_true", help="random weights (seeded by --seed): smoke tests only")
-    g.add_argument("--arch", default="vit_small", choices=("vit_tiny", "vit_small", "vit_base"),
-                   help="backbone of --random-init (checkpoints carry their own)")
+    g.add_argument("--config", dest="run_config", type=Path, default=None,
+                   help="a training run folder or its config.json: the architecture of --random-init (instead of "
+                        "--arch / --dim / --encoder-depth; input size as trained unless --img-size)")
+    g.add_argument("--arch", default=None, choices=("vit_tiny", "vit_small", "vit_base"),
+                   help="backbone of --random-init (default vit_small; checkpoints carry their own)")
     g.add_argument("--img-size", type=img_size, default=None,
                    help="input side S (images are resized to S×S; default: the checkpoint's, else 224)")
-    g.add_argument("--dim", type=positive_int, default=dim_default, help="descriptor size of --random-init")
+    g.add_argument("--dim", type=positive_int, default=None,
+                   help=f"descriptor size of --random-init (default {dim_default})")
+    parser.set_defaults(_dim_default=dim_default)
     g.add_argument("--encoder-depth", type=positive_int, default=None,
                    help="matcher encoder blocks for --random-init / DINO (default 8; vit_tiny 2)")
     g.add_argument("--seed", type=non_negative_int, default=0, help="seed of --random-init")
@@ -109,21 +115,79 @@ def add_model_args(parser: argparse.ArgumentParser, *, dim_default: int = 512) -
     g.add_argument("--amp", default="bf16", choices=("bf16", "none"), help="bf16 autocast on CUDA (ignored on CPU)")
 
 
+def read_run_config(flag: str, path: Path):
+    """The :class:`~copynce_fast.config.Config` of a training run folder or of a config.json; errors name ``flag``
+    and the file."""
+    import json
+
+    from copynce_fast.config import load_json
+
+    path = Path(path)
+    if path.is_dir():
+        if not (path / "config.json").is_file():
+            raise CliError(f"{flag} {path}: a folder without config.json (a training run folder holds one)")
+        path = path / "config.json"
+    elif not path.is_file():
+        raise CliError(f"{flag}: no such file: {path}")
+    try:
+        return load_json(path)
+    except json.JSONDecodeError as e:
+        raise CliError(f"{flag} {path}: not a JSON config ({e})") from None
+    except (ValueError, TypeError, AttributeError) as e:
+        raise CliError(f"{flag} {path}: {one_line(e)}") from None
+
+
+def _run_checkpoint(path: Path) -> Path:
+    """``--weights``: a checkpoint file, or a training run folder / its config.json -> the checkpoint.pt there."""
+    if path.is_dir() or path.suffix == ".json":
+        folder = path if path.is_dir() else path.parent
+        if not path.exists():
+            raise CliError(f"--weights: no such file: {path}")
+        if not (folder / "checkpoint.pt").is_file():
+            raise CliError(f"--weights {path}: a folder without checkpoint.pt (a training run folder holds one)")
+        return folder / "checkpoint.pt"
+    if not path.is_file():
+        raise CliError(f"--weights: no such file: {path}")
+    return path
+
+
+def _random_from_run(args, kind: str | None, device):
+    """``--random-init --config RUN``: random weights of the run's model (its architecture, size and head)."""
+    from dataclasses import replace
+
+    from copynce_fast.models.loading import random_model
+
+    for flag, value in (("--arch", args.arch), ("--dim", args.dim), ("--encoder-depth", args.encoder_depth)):
+        if value is not None:
+            raise CliError(f"{flag}: the architecture comes from --config {args.run_config}; drop {flag}")
+    mc = read_run_config("--config", args.run_config).model
+    if kind is not None and mc.kind != kind:
+        raise CliError(f"--config {args.run_config}: the run trains a {mc.kind}, a {kind} is needed here")
+    mc = replace(mc, img_size=args.img_size or mc.img_size, attn_impl=args.attn_impl, freeze_patch_embed=False)
+    loaded = random_model(mc, args.seed)
+    loaded.model.to(device)
+    return loaded
+
+
 def load_model_from_args(args, kind: str | None):
     """Build the model the model flags describe (``kind``: "descriptor", "matcher" or None = either)."""
     from copynce_fast.models.loading import load_model
     from copynce_fast.utils.device import resolve_device
 
     if args.weights is None and not args.random_init:
-        raise CliError("give --weights PATH (a local checkpoint) or --random-init (smoke tests)")
+        raise CliError("--config gives the architecture of --random-init; for the run's trained weights give "
+                       "--weights RUN_FOLDER" if args.run_config is not None else
+                       "give --weights PATH (a local checkpoint or a training run folder) or --random-init "
+                       "(smoke tests)")
     if args.weights is not None and args.random_init:
         raise CliError("--weights and --random-init are mutually exclusive")
-    if args.weights is not None and not args.weights.is_file():
-        raise CliError(f"--weights: no such file: {args.weights}")
+    weights = _run_checkpoint(args.weights) if args.weights is not None else None
     device = resolve_device(args.device)
-    return load_model(kind, args.weights, fmt=args.weights_format, arch=args.arch, img_size=args.img_size,
-                      dim=args.dim, encoder_depth=args.encoder_depth, random_init=args.random_init,
-                      seed=args.seed, attn_impl=args.attn_impl, device=device)
+    if args.random_init and args.run_config is not None:
+        return _random_from_run(args, kind, device)
+    return load_model(kind, weights, fmt=args.weights_format, arch=args.arch or "vit_small", img_size=args.img_size,
+                      dim=args.dim or args._dim_default, encoder_depth=args.encoder_depth,
+                      random_init=args.random_init, seed=args.seed, attn_impl=args.attn_impl, device=device)
 
 
 def existing_file(flag: str, path: Path | None) -> Path:

@@ -1,7 +1,7 @@
 """``copynce-fast train``: train a descriptor or matcher from a preset with typed overrides."""
 from __future__ import annotations
 
-from copynce_fast.cli._common import CliError, add_common_args, add_subparser, info
+from copynce_fast.cli._common import add_common_args, add_subparser, info, read_run_config
 
 EPILOG = """examples:
   copynce-fast train --preset demo                        # tiny descriptor on the bundled images (CPU, minutes)
@@ -18,7 +18,8 @@ def add_parser(subparsers) -> None:
     p = add_subparser(subparsers, "train", "train a descriptor or matcher (presets + typed overrides)")
     p.epilog = EPILOG
     p.add_argument("--preset", default="demo", choices=sorted(PRESETS), help="starting configuration (default: demo)")
-    p.add_argument("--config", default=None, help="a config.json of an earlier run instead of a preset")
+    p.add_argument("--config", default=None,
+                   help="a config.json of an earlier run (or its run folder) instead of a preset")
     p.add_argument("--print-config", action="store_true", help="print the resolved config as JSON and exit")
     add_common_args(p)
     p.set_defaults(_accepts_overrides=True)
@@ -36,30 +37,13 @@ def _pairs(tokens: list[str]) -> list[str]:
     return out
 
 
-def _config_file(path: str):
-    """The config of ``--config PATH``, with errors naming the flag and the file."""
-    import json
-    from pathlib import Path
-
-    from copynce_fast.config import load_json
-
-    if not Path(path).is_file():
-        raise CliError(f"--config: no such file: {path}")
-    try:
-        return load_json(path)
-    except json.JSONDecodeError as e:
-        raise CliError(f"--config {path}: not a JSON config ({e})") from None
-    except (ValueError, TypeError) as e:
-        raise CliError(f"--config {path}: {e}") from None
-
-
 def run(args) -> int:
     import json
 
     from copynce_fast.config import adapt_to_run, apply_overrides, get_preset, parse_overrides, to_dict
     from copynce_fast.train import train
 
-    cfg = _config_file(args.config) if args.config else get_preset(args.preset)
+    cfg = read_run_config("--config", args.config) if args.config else get_preset(args.preset)
     overrides = _pairs(list(args.overrides))
     cfg = apply_overrides(cfg, overrides)
     pinned = {f"{section}.{name}" for section, names in parse_overrides(overrides).items() for name in names}

@@ -47,7 +47,7 @@ from copynce_fast.models.vit import PATCH_SIZE
 from copynce_fast.utils.safe_load import load_tensors
 
 __all__ = ["FORMATS", "ARCH_DEPTH", "ARCH_WIDTH", "LoadedModel", "build_model", "checkpoint_format",
-           "strip_wrappers", "load_weights", "load_pretrained", "load_model", "file_digest"]
+           "strip_wrappers", "load_weights", "load_pretrained", "load_model", "random_model", "file_digest"]
 
 ARCH_WIDTH = {"vit_tiny": 96, "vit_small": 384, "vit_base": 768}
 _DESCRIPTORS = {"vit_tiny": descriptor_vit_tiny, "vit_small": descriptor_vit_small, "vit_base": descriptor_vit_base}
@@ -252,16 +252,22 @@ _MODEL_FOR = {"ours": _model_for_ours, "copynce": _model_for_copynce, "dino": _m
 def _random_model(kind, arch, img_size, dim, encoder_depth, seed, attn_impl) -> LoadedModel:
     if arch not in ARCH_DEPTH:
         raise ValueError(f"arch must be one of {tuple(ARCH_DEPTH)}, got {arch!r}")
-    k = kind or "descriptor"
     enc = encoder_depth or (2 if arch == "vit_tiny" else 8)
-    size = img_size or 224
-    mc = ModelConfig(kind=k, arch=arch, img_size=size, dim=dim, attn_impl=attn_impl, ln_eps=1e-4,
-                     encoder_depth=enc, freeze_patch_embed=False)
-    with torch.random.fork_rng(devices=[]):  # seeded weights without touching the caller's RNG
+    mc = ModelConfig(kind=kind or "descriptor", arch=arch, img_size=img_size or 224, dim=dim, attn_impl=attn_impl,
+                     ln_eps=1e-4, encoder_depth=enc, freeze_patch_embed=False)
+    return random_model(mc, seed)
+
+
+def random_model(cfg: ModelConfig, seed: int = 0) -> LoadedModel:
+    """Seeded random weights of the model ``cfg`` describes (e.g. a training run's ``config.model``), on the CPU
+    in eval mode; for smoke tests. The caller's RNG is left alone."""
+    with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        model = build_model(mc)
-    return LoadedModel(model, k, size, f"random:{k}:{arch}:S{size}:d{dim}:seed{seed}", "random",
-                       ["random weights: for smoke tests only"])
+        model = build_model(cfg)
+    # the name identifies the weights in feature files; pool / eps only when they are not the defaults here
+    extra = (f":{cfg.pool}" if cfg.pool != "cls" else "") + (f":eps{cfg.ln_eps:g}" if cfg.ln_eps != 1e-4 else "")
+    name = f"random:{cfg.kind}:{cfg.arch}:S{cfg.img_size}:d{cfg.dim}{extra}:seed{seed}"
+    return LoadedModel(model.eval(), cfg.kind, cfg.img_size, name, "random", ["random weights: for smoke tests only"])
 
 
 def load_model(kind: str | None, weights: str | Path | None = None, *, fmt: str = "auto", arch: str = "vit_small",
