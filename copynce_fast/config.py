@@ -453,7 +453,13 @@ RUN_CONTROL = frozenset({("run", "max_steps"), ("run", "progress"), ("run", "eva
 
 
 def _plain(cfg) -> dict:
-    """A config or its dict (as a checkpoint stores it: tuples) as plain JSON values (lists), to compare."""
+    """A config or its dict (as a checkpoint stores it: tuples) as plain JSON values (lists), to compare; a dict
+    from before a field existed gets that field's default (which keeps the old behaviour)."""
+    if not isinstance(cfg, Config):
+        try:
+            cfg = from_dict(cfg)
+        except (ValueError, TypeError):  # not a config this version can read: compare what is there
+            pass
     return json.loads(json.dumps(to_dict(cfg) if isinstance(cfg, Config) else cfg))
 
 
