@@ -24,7 +24,7 @@ from __future__ import annotations
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, Mapping, Sequence, TypeVar
 
 import numpy as np
 import torch
@@ -80,6 +80,74 @@ def make_loader(dataset: Dataset, batch_size: int, num_workers: int, pin: bool) 
                       prefetch_factor=4 if num_workers > 0 else None)
 
 
+Writer = TypeVar("Writer")
+
+
+@dataclass(frozen=True)
+class ResumableOutput:
+    """Where a resumable extraction writes (module docstring): ``path`` itself when it is a shard directory; for
+    a ``.npz`` file, its shards gather in ``directory`` (``<path>.parts/``) until every item is done. The image
+    and the video extraction (:mod:`copynce_fast.video.extract`) share it: only their shards differ."""
+
+    path: Path
+    directory: Path
+
+    @classmethod
+    def at(cls, out: str | Path) -> "ResumableOutput":
+        """The output ``out`` names; ValueError when a ``.npz`` path is a folder or a folder path is a file."""
+        out = Path(out)
+        if out.suffix == ".npz":
+            if out.is_dir():
+                raise ValueError(f"out {out}: is a directory; a .npz output must be a file")
+            return cls(out, out.with_name(out.name + ".parts"))
+        if out.is_file():
+            raise ValueError(f"out {out}: is a file; give a directory, or a path ending in .npz")
+        return cls(out, out)
+
+    @property
+    def single(self) -> bool:
+        """True for a ``.npz`` file output."""
+        return self.path != self.directory
+
+    def finished_file(self) -> bool:
+        """A ``.npz`` an earlier run consolidated: its rows seed a new parts folder when items are added."""
+        return self.single and self.path.is_file() and not (self.directory / "index.json").exists()
+
+    def check_stored(self, stored: Mapping, wanted: Mapping) -> None:
+        """ValueError naming the first ``wanted`` metadata key the stored output holds differently."""
+        for key, want in wanted.items():
+            if stored.get(key) != want:
+                raise ValueError(f"out {self.path}: holds {key}={stored.get(key)!r}, asked {key}={want!r}; write "
+                                 f"elsewhere or delete it")
+
+    def open(self, make_writer: Callable[[Path], Writer]) -> Writer:
+        """``make_writer(directory)``, its refusal to resume a different extraction named as this output's."""
+        try:
+            return make_writer(self.directory)
+        except ValueError as e:
+            raise ValueError(f"out {self.path}: existing features were made differently ({e}); write elsewhere "
+                             f"or delete it") from None
+
+    def finish(self, writer, by_id: Mapping, failed: set[str], consolidate: Callable[[Path, Path], Path]) -> bool:
+        """Whether the output is complete (every item stored or failed to decode in this run; a ``max_*`` limit
+        may have cut it short); a complete ``.npz`` output is consolidated and its parts folder removed."""
+        complete = all(i in failed for i in writer.remaining(by_id))
+        if self.single and complete:
+            consolidate(self.directory, self.path)
+            shutil.rmtree(self.directory)
+        return complete
+
+
+def items_to_do(writer, by_id: Mapping, max_items: int | None) -> tuple[list, int]:
+    """The items the writer does not hold yet, in order, at most ``max_items`` of them (None = all), and how
+    many it already holds."""
+    todo_ids = writer.remaining(by_id)
+    already = len(by_id) - len(todo_ids)
+    if max_items is not None:
+        todo_ids = todo_ids[:max_items]
+    return [by_id[i] for i in todo_ids], already
+
+
 @dataclass
 class ExtractResult:
     """What an extraction did. ``skipped``: ``(path, reason)`` of undecodable images (not stored)."""
@@ -90,21 +158,6 @@ class ExtractResult:
     extracted: int
     skipped: list[tuple[str, str]] = field(default_factory=list)
     complete: bool = True
-
-
-def _writer(directory: Path, loaded: LoadedModel, dim: int, dtype: str, shard_size: int,
-            out: Path, whitening: str | None = None) -> FeatureWriter:
-    extra = {"kind": "descriptor", **({"whitening": whitening} if whitening else {})}
-    try:
-        writer = FeatureWriter(directory, model=loaded.name, dim=dim, img_size=loaded.img_size, dtype=dtype,
-                               shard_size=shard_size, extra=extra)
-    except ValueError as e:
-        raise ValueError(f"out {out}: existing features were made differently ({e}); write elsewhere or "
-                         f"delete it") from None
-    if writer.meta.get("whitening") != whitening:  # extra keys are not compared by the writer itself
-        raise ValueError(f"out {out}: holds whitening={writer.meta.get('whitening')!r}, asked "
-                         f"whitening={whitening!r}; write elsewhere or delete it")
-    return writer
 
 
 def extract_features(loaded: LoadedModel, items: Sequence[ImageItem], out: str | Path, *, batch_size: int = 64,
@@ -141,13 +194,7 @@ def extract_features(loaded: LoadedModel, items: Sequence[ImageItem], out: str |
         raise ValueError(f"loader must be auto, torch or dali, got {loader!r}")
     if max_images is not None and max_images < 0:
         raise ValueError(f"max_images must be >= 0, got {max_images}")
-    out = Path(out)
-    single = out.suffix == ".npz"
-    directory = out.with_name(out.name + ".parts") if single else out
-    if single and out.is_dir():
-        raise ValueError(f"out {out}: is a directory; a .npz output must be a file")
-    if not single and out.is_file():
-        raise ValueError(f"out {out}: is a file; give a directory, or a path ending in .npz")
+    output = ResumableOutput.at(out)
     model: CopyDescriptor = loaded.model
     device = loaded.device
     if whitening is not None and whitening.dim_in != model.dim:
@@ -159,27 +206,23 @@ def extract_features(loaded: LoadedModel, items: Sequence[ImageItem], out: str |
     if len(by_id) != len(items):
         raise ValueError("items contain duplicate ids")
     seed = None
-    if single and out.is_file() and not (directory / "index.json").exists():
-        seed = load_features(out)  # a finished .npz: new ids are added through a parts folder
-        for key, want in (("model", loaded.name), ("dim", dim), ("img_size", loaded.img_size),
-                          ("dtype", dtype), ("whitening", digest)):
-            if seed.meta.get(key) != want:
-                raise ValueError(f"out {out}: holds {key}={seed.meta.get(key)!r}, asked {key}={want!r}; write "
-                                 f"elsewhere or delete it")
+    if output.finished_file():
+        seed = load_features(output.path)  # a finished .npz: new ids are added through a parts folder
+        output.check_stored(seed.meta, {"model": loaded.name, "dim": dim, "img_size": loaded.img_size,
+                                        "dtype": dtype, "whitening": digest})
         stored = set(seed.ids.tolist())
         if all(i in stored for i in by_id):
-            return ExtractResult(out=out, total=len(items), already_done=len(items), extracted=0)
-    writer = _writer(directory, loaded, dim, dtype, shard_size, out, digest)
+            return ExtractResult(out=output.path, total=len(items), already_done=len(items), extracted=0)
+    extra = {"kind": "descriptor", **({"whitening": digest} if digest else {})}
+    writer = output.open(lambda d: FeatureWriter(d, model=loaded.name, dim=dim, img_size=loaded.img_size,
+                                                 dtype=dtype, shard_size=shard_size, extra=extra))
+    output.check_stored(writer.meta, {"whitening": digest})  # extra keys are not compared by the writer itself
     if seed is not None:
         writer.append(seed.ids, seed.features, seed.norms)
         writer.flush()
 
-    todo_ids = writer.remaining(by_id)
-    already = len(items) - len(todo_ids)
-    if max_images is not None:
-        todo_ids = todo_ids[:max_images]
-    todo = [by_id[i] for i in todo_ids]
-    result = ExtractResult(out=out, total=len(items), already_done=already, extracted=0)
+    todo, already = items_to_do(writer, by_id, max_images)
+    result = ExtractResult(out=output.path, total=len(items), already_done=already, extracted=0)
     failed: set[str] = set()
 
     if todo:
@@ -206,9 +249,5 @@ def extract_features(loaded: LoadedModel, items: Sequence[ImageItem], out: str |
                 bar.update(len(idx) + len(failures))
         bar.close()
 
-    # complete = every image is stored or failed to decode in this run (max_images may have cut it short)
-    result.complete = all(i in failed for i in writer.remaining(by_id))
-    if single and result.complete:
-        consolidate(directory, out)
-        shutil.rmtree(directory)
+    result.complete = output.finish(writer, by_id, failed, consolidate)
     return result

@@ -17,10 +17,9 @@ It loads with ``np.load(path, allow_pickle=False)``; no pickle anywhere.
                               "shards": [{"file": "shard_000000.npz", "count": n0}, ...], "count": N}
     <dir>/shard_000000.npz   each shard is itself a single-file feature set (format above)
 
-``index.json`` is the only source of truth. A shard is written to a temporary name and renamed into place,
-then the index is rewritten the same way, so an extraction killed at any point leaves a directory whose
-index lists complete shards only; a shard file the index does not list is ignored and overwritten. Rows
-appended but not yet flushed to a shard are lost on a crash and recomputed on resume:
+``index.json`` is the only source of truth (the mechanics, shared with the video features, are
+:mod:`copynce_fast.search.shards`): an extraction killed at any point leaves a directory whose index lists
+complete shards only. Rows appended but not yet flushed to a shard are lost on a crash and recomputed on resume:
 ``FeatureWriter(dir, ...)`` on an existing directory checks that model / dim / img_size / dtype match and
 ``remaining(ids)`` returns what is left to extract, in order.
 """
@@ -28,16 +27,16 @@ from __future__ import annotations
 
 import io
 import json
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable
 
 import numpy as np
 
+from copynce_fast.search.shards import VERSION, ShardDirectory, atomic_write, read_index, write_index
+
 FORMAT = "copynce-fast-features"
 SHARDS_FORMAT = "copynce-fast-feature-shards"
-VERSION = 1
 _DTYPES = ("float16", "float32")
 
 
@@ -106,13 +105,6 @@ def _npz_bytes(ids: np.ndarray, features: np.ndarray, meta: dict, norms: np.ndar
     return buf.getvalue()
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with tmp.open("wb") as f:
-        f.write(data)
-    os.replace(tmp, path)  # atomic on POSIX: readers see the old file or the new one, never half of one
-
-
 def save_features(path: str | Path, ids, features, *, model: str, img_size: int, dtype: str = "float32",
                   extra: dict | None = None, norms=None) -> Path:
     """Write one ``.npz`` feature file (format in the module docstring).
@@ -133,7 +125,7 @@ def save_features(path: str | Path, ids, features, *, model: str, img_size: int,
             "img_size": int(img_size), "dtype": dtype, "count": len(ids)}
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    _atomic_write(path, _npz_bytes(ids, features.astype(dtype), meta, norms))
+    atomic_write(path, _npz_bytes(ids, features.astype(dtype), meta, norms))
     return path
 
 
@@ -172,16 +164,10 @@ def load_features(path: str | Path) -> Features:
 
 
 def _read_index(directory: Path) -> dict | None:
-    p = directory / "index.json"
-    if not p.exists():
-        return None
-    index = json.loads(p.read_text())
-    if index.get("format") != SHARDS_FORMAT:
-        raise ValueError(f"{p}: not a {SHARDS_FORMAT} index")
-    return index
+    return read_index(directory, SHARDS_FORMAT)
 
 
-class FeatureWriter:
+class FeatureWriter(ShardDirectory):
     """Append descriptors in shards under ``directory``; reopening an existing directory resumes it.
 
     Usage::
@@ -202,39 +188,17 @@ class FeatureWriter:
     def __init__(self, directory: str | Path, *, model: str, dim: int, img_size: int, dtype: str = "float32",
                  shard_size: int = 65536, extra: dict | None = None):
         _check_meta_args(model, dim, img_size, dtype)
-        if isinstance(shard_size, bool) or not isinstance(shard_size, (int, np.integer)) or shard_size < 1:
-            raise ValueError(f"shard_size must be a positive integer, got {shard_size!r}")
-        self.directory = Path(directory)
-        self.shard_size = int(shard_size)
-        self.directory.mkdir(parents=True, exist_ok=True)
         wanted = {"model": model, "dim": int(dim), "img_size": int(img_size), "dtype": dtype}
-        index = _read_index(self.directory)
-        if index is None:
-            index = {"format": SHARDS_FORMAT, "version": VERSION,
-                     "meta": {**(extra or {}), "version": VERSION, **wanted}, "shards": [], "count": 0}
-            self._write_index(index)
-        else:
-            for key, value in wanted.items():
-                if index["meta"].get(key) != value:
-                    raise ValueError(f"{self.directory} holds {key}={index['meta'].get(key)!r}, asked {key}={value!r}")
-        self._index = index
+        super().__init__(directory, fmt=SHARDS_FORMAT, meta={**(extra or {}), "version": VERSION, **wanted},
+                         compare=wanted, shard_size=shard_size)
         self._done: set[str] = set()
-        for shard in index["shards"]:
+        for shard in self.shards:
             with np.load(self.directory / shard["file"], allow_pickle=False) as z:
                 self._done.update(z["ids"].tolist())
         self._buf_ids: list[np.ndarray] = []
         self._buf_feats: list[np.ndarray] = []
         self._buf_norms: list[np.ndarray | None] = []
         self._buffered: set[str] = set()
-
-    @property
-    def meta(self) -> dict:
-        return dict(self._index["meta"])
-
-    @property
-    def num_written(self) -> int:
-        """Rows stored in indexed shards (not counting the in-memory buffer)."""
-        return int(self._index["count"])
 
     def remaining(self, ids: Iterable) -> list[str]:
         """The ids (as strings, in the given order) not yet written or buffered."""
@@ -262,31 +226,16 @@ class FeatureWriter:
 
     close = flush
 
-    def __enter__(self) -> "FeatureWriter":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.flush()  # buffered rows are complete even when the loop raised: keep them
-
     def _write_shard(self, n: int) -> None:
         ids, feats = np.concatenate(self._buf_ids), np.concatenate(self._buf_feats)
         norms = np.concatenate(self._buf_norms)  # nan marks rows that came without a norm
         self._buf_ids, self._buf_feats, self._buf_norms = (([ids[n:]], [feats[n:]], [norms[n:]]) if n < len(ids)
                                                            else ([], [], []))
-        number = len(self._index["shards"])
-        name = f"shard_{number:06d}.npz"
-        meta = {**self._index["meta"], "format": FORMAT, "count": n}
         shard_norms = None if np.isnan(norms[:n]).any() else norms[:n]
-        _atomic_write(self.directory / name, _npz_bytes(ids[:n], feats[:n], meta, shard_norms))
-        self._index["shards"].append({"file": name, "count": n})
-        self._index["count"] += n
-        self._write_index(self._index)  # the shard counts only once the index names it
+        self.commit_shard(_npz_bytes(ids[:n], feats[:n], {**self.meta, "format": FORMAT, "count": n}, shard_norms), n)
         written = ids[:n].tolist()
         self._done.update(written)
         self._buffered.difference_update(written)
-
-    def _write_index(self, index: dict) -> None:
-        _atomic_write(self.directory / "index.json", json.dumps(index, indent=1, sort_keys=True).encode())
 
 
 def stored_ids(directory: str | Path) -> list[str]:
@@ -341,7 +290,7 @@ def merge_part_directories(directory: str | Path, parts: Iterable[str | Path]) -
     index = {"format": SHARDS_FORMAT, "version": VERSION, "meta": meta, "shards": shards,
              "count": int(sum(s["count"] for s in shards))}
     directory.mkdir(parents=True, exist_ok=True)
-    _atomic_write(directory / "index.json", json.dumps(index, indent=1, sort_keys=True).encode())
+    write_index(directory, index)
     return index
 
 

@@ -1,6 +1,6 @@
 """Per-frame descriptors of a folder of videos, in the VSC2022 layout: batched, resumable, bad videos skipped.
 
-Output (``out``), as the image extraction:
+Output (``out``), as the image extraction's (the same :class:`~copynce_fast.inference.extract.ResumableOutput`):
 
 * a directory: a :class:`~copynce_fast.video.features.VideoFeatureWriter` shard directory, read back by
   :func:`~copynce_fast.video.features.load_video_features`;
@@ -20,7 +20,6 @@ CUDA (fp32 on CPU), ``batch_size`` frames per forward pass. Descriptors are the 
 """
 from __future__ import annotations
 
-import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator, Sequence
@@ -31,6 +30,7 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 from tqdm.auto import tqdm
 
 from copynce_fast.data.batch import normalise_images
+from copynce_fast.inference.extract import ResumableOutput, items_to_do
 from copynce_fast.models import CopyDescriptor
 from copynce_fast.models.loading import LoadedModel
 from copynce_fast.utils.device import autocast
@@ -155,13 +155,7 @@ def extract_video_features(loaded: LoadedModel, videos: Sequence[VideoItem], out
         raise ValueError("scene_threshold: scene cuts need the PyAV loader (loader='torch')")
     if max_videos is not None and max_videos < 0:
         raise ValueError(f"max_videos must be >= 0, got {max_videos}")
-    out = Path(out)
-    single = out.suffix == ".npz"
-    directory = out.with_name(out.name + ".parts") if single else out
-    if single and out.is_dir():
-        raise ValueError(f"out {out}: is a directory; a .npz output must be a file")
-    if not single and out.is_file():
-        raise ValueError(f"out {out}: is a file; give a directory, or a path ending in .npz")
+    output = ResumableOutput.at(out)
     by_id = {v.id: v for v in videos}
     if len(by_id) != len(videos):
         raise ValueError("videos contain duplicate ids")
@@ -169,34 +163,23 @@ def extract_video_features(loaded: LoadedModel, videos: Sequence[VideoItem], out
     device = loaded.device
     meta = {"model": loaded.name, "dim": model.dim, "img_size": loaded.img_size, "dtype": dtype}
     extra = {"kind": "video-descriptor", "fps": float(fps), "scene_threshold": scene_threshold}
+    match = ("fps", "scene_threshold")  # the sampling: a resumed output must have been sampled the same way
 
     seed = None
-    if single and out.is_file() and not (directory / "index.json").exists():
-        seed = load_video_features(out)  # a finished .npz: new videos are added through a parts folder
-        for key, want in {**meta, **extra}.items():
-            if key != "kind" and seed.meta.get(key) != want:
-                raise ValueError(f"out {out}: holds {key}={seed.meta.get(key)!r}, asked {key}={want!r}; use another "
-                                 f"output or delete it")
+    if output.finished_file():
+        seed = load_video_features(output.path)  # a finished .npz: new videos are added through a parts folder
+        output.check_stored(seed.meta, {**meta, **{k: extra[k] for k in match}})
         stored = {vid for vid, _ in seed.videos()}
         if all(v in stored for v in by_id):
-            return VideoExtractResult(out, len(videos), len(videos), 0)
-    try:
-        writer = VideoFeatureWriter(directory, **meta, shard_size=shard_size, extra=extra,
-                                    match=("fps", "scene_threshold"))
-    except ValueError as e:
-        raise ValueError(f"out {out}: existing features were made differently ({e}); use another output or "
-                         f"delete it") from None
+            return VideoExtractResult(output.path, len(videos), len(videos), 0)
+    writer = output.open(lambda d: VideoFeatureWriter(d, **meta, shard_size=shard_size, extra=extra, match=match))
     if seed is not None:
         for vid, rows in seed.videos():
             writer.append(vid, seed.timestamps[rows], seed.features[rows])
         writer.flush()
 
-    todo_ids = writer.remaining(by_id)
-    already = len(videos) - len(todo_ids)
-    if max_videos is not None:
-        todo_ids = todo_ids[:max_videos]
-    todo = [by_id[i] for i in todo_ids]
-    result = VideoExtractResult(out, len(videos), already, 0)
+    todo, already = items_to_do(writer, by_id, max_videos)
+    result = VideoExtractResult(output.path, len(videos), already, 0)
     failed: set[str] = set()
     if todo:
         use_dali = loader == "dali" or (loader == "auto" and device.type == "cuda" and scene_threshold is None
@@ -234,9 +217,5 @@ def extract_video_features(loaded: LoadedModel, videos: Sequence[VideoItem], out
                 bar.update(1)
         bar.close()
 
-    # complete = every video is stored or failed to decode in this run (max_videos may have cut it short)
-    result.complete = all(i in failed for i in writer.remaining(by_id))
-    if single and result.complete:
-        consolidate_video_features(directory, out)
-        shutil.rmtree(directory)
+    result.complete = output.finish(writer, by_id, failed, consolidate_video_features)
     return result

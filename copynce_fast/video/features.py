@@ -11,28 +11,28 @@
 These are the three arrays the VSC2022 tools read (``np.load(f, allow_pickle=False)``), so our files work with
 the official descriptor evaluation, and the official files (no ``meta``) load here.
 
-**Shard directory** (:class:`VideoFeatureWriter`): ``index.json`` (format, meta, shards with their video ids)
-and ``shard_*.npz`` files in the single-file layout, each holding whole videos. A shard is written under a
-temporary name and renamed, then the index is rewritten the same way: a killed extraction leaves complete
-shards only; the videos not yet in an indexed shard are redone on resume.
+**Shard directory** (:class:`VideoFeatureWriter`, a :class:`~copynce_fast.search.shards.ShardDirectory` as the
+image features'): ``index.json`` (format, meta, shards with their video ids) and ``shard_*.npz`` files in the
+single-file layout, each holding whole videos. A killed extraction leaves complete shards only; the videos not
+yet in an indexed shard are redone on resume.
 """
 from __future__ import annotations
 
 import io
 import json
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Iterator
 
 import numpy as np
 
+from copynce_fast.search.shards import VERSION, ShardDirectory, atomic_write, read_index
+
 __all__ = ["VideoFeatures", "save_video_features", "load_video_features", "VideoFeatureWriter",
            "consolidate_video_features", "FORMAT"]
 
 FORMAT = "copynce-fast-video-features"
 SHARDS_FORMAT = "copynce-fast-video-feature-shards"
-VERSION = 1
 _DTYPES = ("float16", "float32")
 
 
@@ -112,13 +112,6 @@ def _npz_bytes(f: VideoFeatures, meta: dict) -> bytes:
     return buf.getvalue()
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with tmp.open("wb") as fh:
-        fh.write(data)
-    os.replace(tmp, path)  # readers see the old file or the new one, never half of one
-
-
 def _meta(model: str, dim: int, img_size: int, dtype: str, extra: dict | None) -> dict:
     if not isinstance(model, str) or not model:
         raise ValueError(f"model must be a non-empty string, got {model!r}")
@@ -141,7 +134,7 @@ def save_video_features(path: str | Path, video_ids, timestamps, features, *, mo
     meta = {**_meta(model, f.dim, img_size, dtype, extra), "count": len(f), "videos": len(f.videos())}
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    _atomic_write(path, _npz_bytes(f, meta))
+    atomic_write(path, _npz_bytes(f, meta))
     return path
 
 
@@ -176,7 +169,7 @@ def load_video_features(path: str | Path) -> VideoFeatures:
         raise ValueError(f"{path}: no such file or folder")
     if not path.is_dir():
         return _load_file(path)
-    index = _read_index(path)
+    index = read_index(path, SHARDS_FORMAT)
     if index is None:
         raise ValueError(f"{path}: no index.json, not a video feature shard directory")
     parts = [_load_file(path / s["file"]) for s in index["shards"]]
@@ -188,17 +181,7 @@ def load_video_features(path: str | Path) -> VideoFeatures:
                          np.concatenate([p.features for p in parts]), meta)
 
 
-def _read_index(directory: Path) -> dict | None:
-    p = directory / "index.json"
-    if not p.exists():
-        return None
-    index = json.loads(p.read_text())
-    if index.get("format") != SHARDS_FORMAT:
-        raise ValueError(f"{p}: not a {SHARDS_FORMAT} index")
-    return index
-
-
-class VideoFeatureWriter:
+class VideoFeatureWriter(ShardDirectory):
     """Append whole videos to shards under ``directory``; reopening an existing directory resumes it.
 
     Args:
@@ -212,28 +195,10 @@ class VideoFeatureWriter:
 
     def __init__(self, directory: str | Path, *, model: str, dim: int, img_size: int, dtype: str = "float32",
                  shard_size: int = 65536, extra: dict | None = None, match: Iterable[str] = ()):
-        if isinstance(shard_size, bool) or not isinstance(shard_size, (int, np.integer)) or shard_size < 1:
-            raise ValueError(f"shard_size must be a positive integer, got {shard_size!r}")
-        self.directory = Path(directory)
-        self.shard_size = int(shard_size)
-        self.directory.mkdir(parents=True, exist_ok=True)
-        wanted = _meta(model, dim, img_size, dtype, extra)
-        index = _read_index(self.directory)
-        if index is None:
-            index = {"format": SHARDS_FORMAT, "version": VERSION, "meta": wanted, "shards": [], "count": 0}
-            self._write_index(index)
-        else:
-            for key in ("model", "dim", "img_size", "dtype", *match):
-                if index["meta"].get(key) != wanted.get(key):
-                    raise ValueError(f"{self.directory} holds {key}={index['meta'].get(key)!r}, "
-                                     f"asked {key}={wanted.get(key)!r}")
-        self._index = index
-        self._done = {v for s in index["shards"] for v in s["videos"]}
+        super().__init__(directory, fmt=SHARDS_FORMAT, meta=_meta(model, dim, img_size, dtype, extra),
+                         compare=("model", "dim", "img_size", "dtype", *match), shard_size=shard_size)
+        self._done = {v for s in self.shards for v in s["videos"]}
         self._buffer: list[VideoFeatures] = []
-
-    @property
-    def meta(self) -> dict:
-        return dict(self._index["meta"])
 
     def remaining(self, video_ids: Iterable[str]) -> list[str]:
         """The ids, in order, not yet stored or buffered."""
@@ -262,22 +227,9 @@ class VideoFeatureWriter:
                              np.concatenate([b.timestamps for b in self._buffer]),
                              np.concatenate([b.features for b in self._buffer]))
         videos = [str(b.video_ids[0]) for b in self._buffer]
-        name = f"shard_{len(self._index['shards']):06d}.npz"
-        _atomic_write(self.directory / name, _npz_bytes(part, {**self._index["meta"], "count": len(part)}))
-        self._index["shards"].append({"file": name, "count": len(part), "videos": videos})
-        self._index["count"] += len(part)
-        self._write_index(self._index)  # the shard counts only once the index names it
+        self.commit_shard(_npz_bytes(part, {**self.meta, "count": len(part)}), len(part), videos=videos)
         self._done.update(videos)
         self._buffer = []
-
-    def __enter__(self) -> "VideoFeatureWriter":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.flush()  # buffered videos are complete even when the loop raised: keep them
-
-    def _write_index(self, index: dict) -> None:
-        _atomic_write(self.directory / "index.json", json.dumps(index, indent=1, sort_keys=True).encode())
 
 
 def consolidate_video_features(directory: str | Path, path: str | Path) -> Path:
