@@ -95,7 +95,7 @@ def test_two_ranks_extract_merge_and_resume(tmp_path):
     assert merged.norms is None or len(merged.norms) == len(merged.ids)
 
     # the CLI under the same torchrun: rank 0 reports once for both, the same rows
-    assert proc.stderr.count("11 images:") == 1 and proc.stderr.count("skipped 1 unreadable") == 1
+    assert proc.stderr.count("11 images:") == 1 and proc.stderr.count(f"warning: skipped {paths[4]}: ") == 1
     cli = load_features(tmp_path / "cli_feats")
     assert len(list((tmp_path / "cli_feats").glob("rank_*"))) == 2 and sorted(cli.ids) == sorted(merged.ids)
 
