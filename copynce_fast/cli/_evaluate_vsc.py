@@ -6,7 +6,13 @@ import argparse
 from pathlib import Path
 
 from copynce_fast.cli._common import CliError, existing_file, info, one_line
-from copynce_fast.cli._video import add_score_norm_args, apply_score_norm, read_video_features
+from copynce_fast.cli._video import (
+    add_candidate_args,
+    add_score_norm_args,
+    apply_score_norm,
+    read_segments,
+    read_video_features,
+)
 
 VSC_PROTOCOLS = ("vsc-descriptor", "vsc-matching")
 
@@ -27,23 +33,15 @@ def add_vsc_args(parser: argparse.ArgumentParser) -> None:
     g = parser.add_argument_group("VSC2022 video protocols")
     g.add_argument("--queries", type=Path, default=None, help="vsc-descriptor: query video features (.npz / shards)")
     g.add_argument("--references", type=Path, default=None, help="vsc-descriptor: reference video features")
-    g.add_argument("--retrieve-per-query", type=float, default=1200.0,
-                   help="vsc-descriptor: frame pairs retrieved per query video (VSC2022: 1200)")
-    g.add_argument("--candidates-per-query", type=float, default=25.0,
-                   help="vsc-descriptor: video pairs kept per query video (VSC2022: 25)")
+    add_candidate_args(g, scope="vsc-descriptor: ")
     g.add_argument("--write-candidates", type=Path, default=None,
                    help="vsc-descriptor: also write the generated candidate pairs to this CSV")
     add_score_norm_args(parser)
 
 
 def _ground_truth(path: Path | None):
-    from copynce_fast.video.segments import read_matches_csv
-
     gt_path = existing_file("--gt", path)
-    try:
-        gt = read_matches_csv(gt_path, is_gt=True)
-    except ValueError as e:
-        raise CliError(f"--gt: {one_line(e)}") from None
+    gt = read_segments("--gt", gt_path, is_gt=True)
     if not gt:
         raise CliError(f"--gt {gt_path}: no copied segment: recall is undefined")
     return gt_path, gt
@@ -62,17 +60,14 @@ def _report(args, name: str, metrics: dict, curve, title: str, **extra) -> None:
 def run_vsc(args) -> int:
     """Dispatch of ``evaluate`` for the two VSC2022 protocols."""
     from copynce_fast.eval.vsc import evaluate_descriptor_track, evaluate_matching_track, pair_uap
-    from copynce_fast.video.segments import pairs_from_matches, read_candidates_csv, read_matches_csv
+    from copynce_fast.video.segments import pairs_from_matches, read_candidates_csv
 
     gt_path, gt = _ground_truth(args.gt)
     if args.protocol == "vsc-matching":
         if args.predictions is None:
             raise CliError("--protocol vsc-matching needs PREDICTIONS: a segments CSV (match-video's matches.csv)")
         preds_path = existing_file("predictions", args.predictions)
-        try:
-            preds = read_matches_csv(preds_path)
-        except ValueError as e:
-            raise CliError(f"predictions: {one_line(e)}") from None
+        preds = read_segments("predictions", preds_path)
         res = evaluate_matching_track(gt, preds)
         metrics = {"segment_ap": res.segment.ap, "pairwise_uap": res.pairwise.ap, "n_predictions": len(preds),
                    "n_gt_segments": len(gt), "n_gt_pairs": res.pairwise.n_gt}

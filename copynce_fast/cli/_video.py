@@ -1,5 +1,6 @@
 """Video pieces shared by ``extract --video``, ``match-video`` and ``evaluate --protocol vsc-*``: sampling flags,
-video extraction with warnings, reading video feature files, score normalisation and alignment flags."""
+video extraction with warnings, reading video feature files and segment CSVs, candidate-generation, score
+normalisation and alignment flags."""
 from __future__ import annotations
 
 import argparse
@@ -94,6 +95,25 @@ def run_video_extraction(command: str, args, loaded, videos, out: Path, max_vide
         more = f"; ... {len(result.skipped) - 5} more" if len(result.skipped) > 5 else ""
         warn(command, f"skipped {len(result.skipped)} unreadable video(s): {shown}{more}")
     return result
+
+
+def add_candidate_args(parser, scope: str = "") -> None:
+    """``--retrieve-per-query`` and ``--candidates-per-query``: the VSC2022 candidate generation's two numbers
+    (``parser``: a parser or an argument group; ``scope`` prefixes the help, e.g. the protocol using them)."""
+    parser.add_argument("--retrieve-per-query", type=float, default=1200.0,
+                        help=f"{scope}frame pairs retrieved per query video for candidate generation (VSC2022: 1200)")
+    parser.add_argument("--candidates-per-query", type=float, default=25.0,
+                        help=f"{scope}video pairs kept per query video (VSC2022: 25)")
+
+
+def read_segments(flag: str, path: Path, *, is_gt: bool = False):
+    """The segments of a CSV (:func:`~copynce_fast.video.segments.read_matches_csv`); errors name ``flag``."""
+    from copynce_fast.video.segments import read_matches_csv
+
+    try:
+        return read_matches_csv(path, is_gt=is_gt)
+    except ValueError as e:
+        raise CliError(f"{flag}: {one_line(e)}") from None
 
 
 def add_score_norm_args(parser: argparse.ArgumentParser) -> None:

@@ -14,11 +14,13 @@ from copynce_fast.cli._common import (
 )
 from copynce_fast.cli._video import (
     add_alignment_args,
+    add_candidate_args,
     add_sampling_args,
     add_score_norm_args,
     apply_score_norm,
     is_feature_input,
     list_video_items,
+    read_segments,
     read_video_features,
     run_video_extraction,
     similarity_bias,
@@ -60,10 +62,7 @@ def add_parser(subparsers) -> None:
     p.add_argument("reference", type=Path, help="reference video, folder of videos, or video features")
     p.add_argument("--out", type=Path, required=True, help="output folder")
     p.add_argument("--candidates", type=Path, default=None, help="pairs to align: CSV query_id,ref_id,score")
-    p.add_argument("--retrieve-per-query", type=float, default=1200.0,
-                   help="frame pairs retrieved per query video for candidate generation (VSC2022: 1200)")
-    p.add_argument("--candidates-per-query", type=float, default=25.0,
-                   help="video pairs kept per query video (VSC2022: 25)")
+    add_candidate_args(p)
     p.add_argument("--plots", type=int, default=10, help="similarity PNGs of the best N pairs (default 10; 0 = none)")
     p.add_argument("--gt", type=Path, default=None, help="ground-truth segments CSV, drawn dashed in the PNGs")
     add_alignment_args(p)
@@ -96,7 +95,6 @@ def run(args) -> int:
     from copynce_fast.video.segments import (
         CandidatePair,
         read_candidates_csv,
-        read_matches_csv,
         write_candidates_csv,
         write_matches_csv,
     )
@@ -107,12 +105,7 @@ def run(args) -> int:
     if args.localize_per_query < 0:
         raise CliError(f"--localize-per-query: expected a non-negative number, got {args.localize_per_query}")
     params = tn_params(args)
-    truth = []
-    if args.gt is not None:
-        try:
-            truth = read_matches_csv(args.gt, is_gt=True)
-        except ValueError as e:
-            raise CliError(f"--gt: {one_line(e)}") from None
+    truth = [] if args.gt is None else read_segments("--gt", args.gt, is_gt=True)
     state: dict = {}
     queries = _features("query", args.query, args, state)
     refs = _features("reference", args.reference, args, state)

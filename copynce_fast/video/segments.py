@@ -112,16 +112,21 @@ def read_matches_csv(path: str | Path, *, is_gt: bool = False) -> list[Match]:
     return out
 
 
-def write_matches_csv(path: str | Path, matches: Iterable[Match]) -> Path:
-    """Write ``query_id,ref_id,query_start,query_end,ref_start,ref_end,score`` rows; returns the path."""
+def _write(path: str | Path, columns: tuple[str, ...], records: Iterable[Match | CandidatePair]) -> Path:
+    """A CSV of ``records`` under the header ``columns``: two ids, then numbers written exactly (``repr``)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("w", newline="") as f:
         w = csv.writer(f)
-        w.writerow(MATCH_COLUMNS)
-        for m in matches:
-            w.writerow([m.query_id, m.ref_id] + [repr(float(v)) for v in m[2:]])
+        w.writerow(columns)
+        for r in records:
+            w.writerow([r.query_id, r.ref_id] + [repr(float(v)) for v in r[2:]])
     return path
+
+
+def write_matches_csv(path: str | Path, matches: Iterable[Match]) -> Path:
+    """Write ``query_id,ref_id,query_start,query_end,ref_start,ref_end,score`` rows; returns the path."""
+    return _write(path, MATCH_COLUMNS, matches)
 
 
 def read_candidates_csv(path: str | Path) -> list[CandidatePair]:
@@ -134,11 +139,4 @@ def read_candidates_csv(path: str | Path) -> list[CandidatePair]:
 
 def write_candidates_csv(path: str | Path, candidates: Iterable[CandidatePair]) -> Path:
     """Write ``query_id,ref_id,score`` rows; returns the path."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(CANDIDATE_COLUMNS)
-        for c in candidates:
-            w.writerow([c.query_id, c.ref_id, repr(float(c.score))])
-    return path
+    return _write(path, CANDIDATE_COLUMNS, candidates)
