@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from copynce_fast.cli._common import CliError, info, one_line, parse_key_values, warn
+from copynce_fast.cli._common import CliError, info, one_line, parse_key_values, positive_float, warn
 
 SCORE_NORM_PARAMS = {
     "copynce": {"start": int, "end": int, "alpha": float},
@@ -24,16 +24,6 @@ def boolean(text: str) -> bool:
 
 TN_PARAMS = {"max_step": int, "top_k": int, "max_path": int, "min_sim": float, "min_length": int, "max_iou": float,
              "strict_start": boolean}
-
-
-def positive_float(text: str) -> float:
-    try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
-    if not v > 0 or v != v or v == float("inf"):
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
-    return v
 
 
 def add_sampling_args(parser: argparse.ArgumentParser) -> None:
