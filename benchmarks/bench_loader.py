@@ -114,7 +114,7 @@ def breakdown(source, preset_name: str, size: int, pairs: int = 64) -> list[dict
     from copynce_fast.data import PairKey
     from copynce_fast.data.batch import collate_pairs
     from copynce_fast.data.executor_torch import _render_layers, render_plan, to_tensor_image
-    from copynce_fast.data.plan_sampler import plan_pair
+    from copynce_fast.data.pair_of_key import plan_pair
 
     torch.set_num_threads(1)
     preset = descriptor_preset(size=size) if preset_name == "descriptor" else matcher_preset(size=size)

@@ -23,7 +23,8 @@ from copynce_fast.data.photometric import LINEAR_KINDS  # noqa: E402
 from copynce_fast.data.plan import AugmentPlan, Overlay, reference_plan  # noqa: E402
 from copynce_fast.data.presets import matcher_preset, plain_preset  # noqa: E402
 from copynce_fast.data.occluders import traced_view  # noqa: E402
-from copynce_fast.data.plan_sampler import PairPlan, plan_pair, sample_query_plan  # noqa: E402
+from copynce_fast.data.pair_of_key import plan_pair  # noqa: E402
+from copynce_fast.data.plan_sampler import PairPlan, sample_query_plan  # noqa: E402
 from copynce_fast.data.sources import ArraySource, bundled_source, folder_source  # noqa: E402
 from copynce_fast.data.synthetic import check_geometry, coordinate_image  # noqa: E402
 from copynce_fast.pixtrace import View, pack_pairs  # noqa: E402

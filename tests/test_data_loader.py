@@ -6,7 +6,8 @@ import torch
 from copynce_fast.data.executor_torch import render_plan, to_tensor_image
 from copynce_fast.data.batch import collate_pairs, to_device
 from copynce_fast.data.batch_samplers import EpochBatchSampler
-from copynce_fast.data.plan_sampler import PairKey, plan_pair
+from copynce_fast.data.pair_of_key import plan_pair
+from copynce_fast.data.plan_sampler import PairKey
 from copynce_fast.data.torch_loader import CopyPairDataset, PairLoader
 from copynce_fast.data.presets import descriptor_preset, matcher_preset, plain_preset
 from copynce_fast.data.sources import ArraySource, bundled_source

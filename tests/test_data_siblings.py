@@ -3,7 +3,8 @@ import numpy as np
 import pytest
 
 from copynce_fast.data.batch_samplers import EpochBatchSampler
-from copynce_fast.data.plan_sampler import PairKey, plan_pair
+from copynce_fast.data.pair_of_key import plan_pair
+from copynce_fast.data.plan_sampler import PairKey
 from copynce_fast.data.presets import descriptor_preset
 from copynce_fast.data.siblings import SiblingBatchSampler, restrict_plan, sample_sibling_pair, split_boxes
 from copynce_fast.data.sources import synthetic_source

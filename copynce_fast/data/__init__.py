@@ -2,7 +2,8 @@
 
 - ``presets``: AugmentConfig and the reference's descriptor / matcher presets.
 - ``plan``: AugmentPlans as data (geometry as pixtrace stages, photometric ops, overlays, occluders);
-  ``plan_sampler``: draws them from seeded generators (PairKey -> PairPlan).
+  ``plan_sampler``: draws them from seeded generators; ``siblings``: pairs of two disjoint parts of one original;
+  ``pair_of_key``: the PairPlan a PairKey names (``plan_pair``, over both samplers).
 - ``geometry``, ``photometric``, ``occluders``: what an executor renders with (composed warps, canvas tests,
   layer weights; colour ops; occluder layers and the occluder mask / traced view of a plan).
 - ``executor_torch``: the torch executor.
@@ -15,7 +16,8 @@
 from copynce_fast.data.batch import IMAGENET_MEAN, IMAGENET_STD, collate_pairs, normalise_images, to_device
 from copynce_fast.data.batch_samplers import EpochBatchSampler, NeighbourBatchSampler
 from copynce_fast.data.plan import AugmentPlan, Occluder, Overlay, PhotoOp, reference_plan
-from copynce_fast.data.plan_sampler import PairKey, PairPlan, plan_pair, sample_pair, sample_query_plan
+from copynce_fast.data.pair_of_key import plan_pair
+from copynce_fast.data.plan_sampler import PairKey, PairPlan, sample_pair, sample_query_plan
 from copynce_fast.data.presets import AugmentConfig, descriptor_preset, matcher_preset, plain_preset
 from copynce_fast.data.decode import BadImage, DecodeLimits, decode_bytes
 from copynce_fast.data.sources import (DISC21_SPLITS, FileSource, ImageSource, SkipCounter, bundled_source,

@@ -29,7 +29,8 @@ from copynce_fast.data.geometry import CanvasTest, layer_geometry, prefilter_sca
 from copynce_fast.data.occluders import merge_layers
 from copynce_fast.data.photometric import compose_colour, edge_kernel
 from copynce_fast.data.plan import AugmentPlan, Occluder, PhotoOp
-from copynce_fast.data.plan_sampler import PairKey, plan_pair
+from copynce_fast.data.pair_of_key import plan_pair
+from copynce_fast.data.plan_sampler import PairKey
 from copynce_fast.data.presets import AugmentConfig
 from copynce_fast.data.decode import decode_bytes
 from copynce_fast.data.sources import ImageSource

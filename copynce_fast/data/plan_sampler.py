@@ -25,16 +25,13 @@ import numpy as np
 from copynce_fast.data.occluders import traced_view
 from copynce_fast.data.plan import AugmentPlan, Occluder, Overlay, PhotoOp, null_view, reference_plan
 from copynce_fast.data.presets import AugmentConfig
-from copynce_fast.data.sources import ImageSource
 from copynce_fast.pixtrace import stages as st
 from copynce_fast.pixtrace.view import View
 
-__all__ = ["derive_seed", "random_box", "sample_query_plan", "PairPlan", "sample_pair", "PairKey", "plan_pair",
-           "MAX_TRIES"]
+__all__ = ["derive_seed", "random_box", "sample_query_plan", "PairPlan", "sample_pair", "PairKey"]
 
 _TEXT_CHARS = string.ascii_letters + string.digits + "      !?.,:-#@&"
 OtherPicker = Callable[[np.random.Generator], "tuple[int, tuple[int, int]] | None"]
-MAX_TRIES = 8  # unusable images replaced before a pair is given up
 
 
 def derive_seed(*keys: int) -> int:
@@ -290,27 +287,11 @@ def sample_pair(cfg: AugmentConfig, seed: int, epoch: int, index: int, hw_of: Ca
 
 @dataclass(frozen=True)
 class PairKey:
-    """Names one pair: what a batch sampler yields, what :func:`plan_pair` draws the plans of."""
+    """Names one pair: what a batch sampler yields, what :func:`~copynce_fast.data.pair_of_key.plan_pair` draws the
+    plans of."""
 
     index: int  # source index of the reference (and of the query for a copy)
     epoch: int = 0
     query_index: int | None = None  # None: copy with probability positive_rate; else the query's source
     part: int = 0  # 0: an ordinary pair; 1 / 2: a part of a sibling split of ``index`` (data/siblings.py)
 
-
-def plan_pair(source: ImageSource, cfg: AugmentConfig, seed: int, key: PairKey) -> tuple[PairPlan, int]:
-    """The pair for ``key``, skipping unusable images: (plan, substitutions made). Decodes nothing."""
-    n = len(source)
-    for attempt in range(MAX_TRIES):
-        idx = (key.index + attempt * 7919) % n  # a deterministic substitute for an unusable reference
-        if source.hw(idx) is None:
-            continue
-        if key.part:
-            from copynce_fast.data.siblings import sample_sibling_pair  # siblings builds on this module
-            return sample_sibling_pair(cfg, seed, key.epoch, idx, source.hw, n, key.part), attempt
-        qi = key.query_index
-        if qi is not None and (qi == key.index or source.hw(qi) is None):
-            qi = idx if qi == key.index else None
-        return sample_pair(cfg, seed, key.epoch, idx, source.hw, n, qi), attempt
-    raise RuntimeError(f"no usable image found after {MAX_TRIES} tries from index {key.index}; "
-                       f"skipped so far: {source.skips.skipped}")

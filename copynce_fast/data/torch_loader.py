@@ -1,7 +1,7 @@
 """The torch pair loader: pairs from an image source, rendered by the torch executor in DataLoader workers.
 
 Index order comes from a batch sampler (:mod:`copynce_fast.data.batch_samplers`); each PairKey's plans are
-drawn by :func:`copynce_fast.data.plan_sampler.plan_pair` and rendered by
+drawn by :func:`copynce_fast.data.pair_of_key.plan_pair` and rendered by
 :mod:`copynce_fast.data.executor_torch`; batches are the dict of :mod:`copynce_fast.data.batch`. The DALI
 loader (:mod:`copynce_fast.data.dali_loader`) yields the same batches from the same plans.
 """
@@ -15,7 +15,8 @@ import torch
 from copynce_fast.data.batch import collate_pairs
 from copynce_fast.data.batch_samplers import EpochBatchSampler
 from copynce_fast.data.executor_torch import render_plan, to_tensor_image
-from copynce_fast.data.plan_sampler import MAX_TRIES, PairKey, plan_pair
+from copynce_fast.data.pair_of_key import MAX_TRIES, plan_pair
+from copynce_fast.data.plan_sampler import PairKey
 from copynce_fast.data.presets import AugmentConfig
 from copynce_fast.data.sources import ImageSource, SkipCounter
 
