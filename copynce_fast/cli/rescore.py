@@ -61,8 +61,8 @@ def add_parser(subparsers) -> None:
 def run(args) -> int:
     import numpy as np
 
-    from copynce_fast.eval.disc21 import read_candidates, topk_per_query
     from copynce_fast.eval.matcher_eval import rescore_pairs
+    from copynce_fast.eval.pair_files import read_candidates, topk_per_query
     from copynce_fast.search.predictions import write_predictions_csv
 
     path = existing_file("candidates", args.candidates)

@@ -7,7 +7,7 @@ benchmark is one module defining a :class:`Protocol` plus one line in ``_REGISTR
 The image protocols (``disc21``, ``ndec``, ``anypattern``) share one pipeline, :func:`evaluate_pairs`:
 
 1. predictions: ``query_id,reference_id,score`` CSV or the CopyNCE scores JSON
-   (:func:`copynce_fast.eval.disc21.read_candidates`);
+   (:func:`copynce_fast.eval.pair_files.read_candidates`);
 2. ``topk`` per query, then the global cap ``max_predictions`` (the ISC2021 rule: a submission holds at most
    500,000 pairs; ties at the cut are resolved pessimistically, negatives first);
 3. :func:`copynce_fast.eval.metrics.evaluate` on what is left (μAP, RP90, mAP, recall@k; ISC2021
@@ -28,6 +28,7 @@ from typing import Callable, Mapping, Sequence
 import numpy as np
 
 from copynce_fast.eval.metrics import Metrics, PRCurve, evaluate, precision_recall_curve
+from copynce_fast.eval.pair_files import read_candidates, read_ground_truth, topk_per_query
 
 OFFICIAL_MAX_PREDICTIONS = 500_000  # ISC2021 / DISC21 ``max_results``; also the AnyPattern and NDEC scripts
 
@@ -265,8 +266,6 @@ def cap_predictions(query_ids: np.ndarray, reference_ids: np.ndarray, scores: np
 def select_predictions(predictions_path: Path, gt: GroundTruth, options: EvalOptions, default_cap: int | None
                        ) -> tuple[tuple[np.ndarray, np.ndarray, np.ndarray], dict[str, int | None]]:
     """Read predictions and apply ``topk`` then the cap. Returns ``((q, r, s) in global rank order, counts)``."""
-    from copynce_fast.eval.disc21 import read_candidates, topk_per_query
-
     try:
         q, r, s = read_candidates(predictions_path)
     except ValueError as e:
@@ -284,10 +283,8 @@ def select_predictions(predictions_path: Path, gt: GroundTruth, options: EvalOpt
 
 
 def read_gt(layout: Layout) -> GroundTruth:
-    """The layout's ground truth (DISC21 CSV / JSON formats, :func:`copynce_fast.eval.disc21.read_ground_truth`);
+    """The layout's ground truth (DISC21 CSV / JSON formats, :func:`copynce_fast.eval.pair_files.read_ground_truth`);
     raises ValueError when it holds no pair (recall undefined)."""
-    from copynce_fast.eval.disc21 import read_ground_truth
-
     try:
         gt = read_ground_truth(layout.ground_truth)
     except ValueError as e:
