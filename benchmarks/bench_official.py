@@ -20,7 +20,6 @@ import json
 import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import torch
@@ -30,36 +29,10 @@ import _bench  # noqa: E402
 import official_compare as C  # noqa: E402
 import official_edits as E  # noqa: E402
 import official_harness as H  # noqa: E402
+from official_timing import CPU_MS, interleaved, spread  # noqa: E402
 
 from copynce_fast import CopyNCELoss  # noqa: E402
 from copynce_fast.pixtrace import pack_pairs  # noqa: E402
-
-
-def sync():
-    if torch.cuda.is_available():
-        torch.cuda.synchronize()
-
-
-def interleaved(fns: dict, reps: int, warmup: int = 1) -> dict[str, list[float]]:
-    """Milliseconds of each ``fns[name]()`` call, every provider once per repetition (after ``warmup`` rounds)."""
-    times = {k: [] for k in fns}
-    for rep in range(warmup + reps):
-        for name, fn in fns.items():
-            sync()
-            t0 = time.perf_counter()
-            fn()
-            sync()
-            if rep >= warmup:
-                times[name].append((time.perf_counter() - t0) * 1e3)
-    return times
-
-
-def spread(ts: list[float]) -> dict:
-    return {"median": statistics.median(ts), "min": min(ts), "max": max(ts), "n": len(ts)}
-
-
-def fmt_spread(s: dict, unit: str = "") -> str:
-    return f"{s['median']:.4g}{unit} [{s['min']:.4g}–{s['max']:.4g}]"
 
 
 # --- 1. loss parity and speed -----------------------------------------------------------------------------------
@@ -113,6 +86,7 @@ def bench_loss(off, args, name: str, batch: int, size: int, channels: int, gamma
     rows = []
     fns = {k: (lambda k=k: run(k)) for k in ("official", "ours (official maps)", "ours (exact geometry)")}
     times = interleaved(fns, args.reps)
+    cpu = dict(CPU_MS)
     for k in fns:
         v, gq, gr = run(k)
         grad_err = max(float((gq - ref_gq).abs().max() / ref_gq.abs().max()),
@@ -121,7 +95,9 @@ def bench_loss(off, args, name: str, batch: int, size: int, channels: int, gamma
         rows.append({"item": "1 loss", "case": name, "provider": k, "B": batch, "L": L, "C": channels,
                      "loss": v, "loss_rel_err": abs(v - ref_v) / abs(ref_v), "grad_rel_err": grad_err,
                      "ms": s["median"], "ms_min": s["min"], "ms_max": s["max"],
-                     "speedup": statistics.median(times["official"]) / s["median"], "inputs": origin})
+                     "speedup": statistics.median(times["official"]) / s["median"],
+                     "cpu_ms": statistics.median(cpu[k]),
+                     "cpu_speedup": statistics.median(cpu["official"]) / statistics.median(cpu[k]), "inputs": origin})
     return rows
 
 
@@ -204,17 +180,23 @@ def bench_loaders(off, args, root: Path) -> list[dict]:
                 got += next(gen)
         fns[name] = take
     times = interleaved(fns, args.reps)
+    cpu = dict(CPU_MS)
     torch.set_num_threads(prev)
-    base = None
+    base = cpu_base = None
     rows = []
     for name, (cores, _) in providers.items():
         pps = [n / (t / 1e3) for t in times[name]]
         s = spread([p / cores for p in pps])
+        # pairs per CPU-second of this process: only for in-process providers (worker processes are not counted)
+        per_cpu_s = n / (statistics.median(cpu[name]) / 1e3) if cores == 1 else None
         base = base or (s["median"] if name.startswith("official") else None)
+        cpu_base = cpu_base or (per_cpu_s if name.startswith("official") else None)
         rows.append({"item": "3 loader", "provider": name, "cores": cores, "size": args.size,
                      "pairs_per_s": statistics.median(pps), "pairs_per_s_per_core": s["median"],
                      "per_core_min": s["min"], "per_core_max": s["max"],
-                     "vs_official_per_core": s["median"] / base if base else None})
+                     "vs_official_per_core": s["median"] / base if base else None,
+                     "pairs_per_cpu_s": per_cpu_s,
+                     "vs_official_per_cpu_s": per_cpu_s / cpu_base if per_cpu_s and cpu_base else None})
     return rows
 
 
@@ -261,7 +243,7 @@ def ratio_rows(sections: dict) -> list[dict]:
 
 COLUMNS = {
     "1": ["case", "provider", "B", "L", "C", "loss", "loss_rel_err", "grad_rel_err", "ms", "ms_min", "ms_max",
-          "speedup"],
+          "speedup", "cpu_ms", "cpu_speedup"],
     "2": ["native", "edits", "official_to_original", "ours_to_original", "official_true_1px", "ours_true_1px",
           "orig_median_px", "official_to_reference", "ours_to_reference", "ref_agree_exact", "ref_agree_1px",
           "ref_max_px", "ori_to_ref_holes", "ref_to_que_holes", "collided_ref_px"],
@@ -269,7 +251,7 @@ COLUMNS = {
            "orig_median_px", "official_true", "ours_true", "official_true_1px", "ours_true_1px",
            "ref_to_que_holes", "collided_ref_px"],
     "3": ["provider", "cores", "size", "pairs_per_s", "pairs_per_s_per_core", "per_core_min", "per_core_max",
-          "vs_official_per_core"],
+          "vs_official_per_core", "pairs_per_cpu_s", "vs_official_per_cpu_s"],
     "4": ["provider", "model", "B", "img_per_s", "ms", "ms_min", "ms_max", "peak_mem_gb", "speedup"],
     "5": ["side", "steps", "img_size", "model", "muAP", "RP90", "recall@1", "train_s"],
 }

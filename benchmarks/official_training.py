@@ -20,6 +20,7 @@ from pathlib import Path
 import torch
 
 import official_harness as H
+from official_timing import interleaved, spread
 
 PATCH = 16
 
@@ -71,7 +72,6 @@ def _peak_gb(fn, device) -> float | None:
 def bench_train_step(off, args) -> tuple[list[dict], str]:
     """Item 4: rows and a note. GPU only (a CPU step time says nothing about the GPU); ``--smoke-train-step`` runs
     it on the CPU at toy size to check the code path, not to report."""
-    import bench_official as B
     smoke = getattr(args, "smoke_train_step", False)
     if not torch.cuda.is_available() and not smoke:
         return [], "training step skipped: GPU only (no CUDA device here; pending a GPU session)"
@@ -89,11 +89,11 @@ def bench_train_step(off, args) -> tuple[list[dict], str]:
     for fn in steps.values():  # compile / warm up outside the timed loop
         fn()
         fn()
-    times = B.interleaved(steps, args.reps)
-    base = B.spread(times["official (fp32, explicit attention, dense maps)"])["median"]
+    times = interleaved(steps, args.reps)
+    base = spread(times["official (fp32, explicit attention, dense maps)"])["median"]
     rows = []
     for name, fn in steps.items():
-        s = B.spread(times[name])
+        s = spread(times[name])
         rows.append({"item": "4 train step", "provider": name, "model": "toy ViT" if smoke else "ViT-S/16 @224",
                      "B": n, "img_per_s": 2 * n / (s["median"] / 1e3), "ms": s["median"], "ms_min": s["min"],
                      "ms_max": s["max"], "peak_mem_gb": _peak_gb(fn, device), "speedup": base / s["median"]})
