@@ -6,6 +6,10 @@
 Rooms on one floor do not import each other; nothing imports ``cli``; ``kernels`` import only torch, triton,
 the standard library and ``copynce_fast.kernels``. A new room (a new subpackage) fails here until it is given a
 floor in ``FLOORS``: where it sits is a decision, not an accident.
+
+Inside a room, modules import each other without a cycle (module by module, function-level imports too): when two
+modules need each other, the piece they share moves down into a module of its own. The benchmark scripts, which
+import each other by bare name, are held to the same rule.
 """
 import ast
 import sys
@@ -116,6 +120,55 @@ def violations(edge_list: list[tuple[str, str]]) -> list[str]:
     return bad
 
 
+def script_edges(folder: Path) -> list[tuple[str, str]]:
+    """(importer, imported) pairs among the scripts of ``folder`` that import each other by bare name (the
+    benchmarks put their own folder on ``sys.path``); names are ``<folder>.<stem>``."""
+    stems = {p.stem for p in folder.glob("*.py")}
+    out = []
+    for path in sorted(folder.glob("*.py")):
+        for module, _ in imports(path.stem, path):
+            top = module.split(".")[0]
+            if top in stems and top != path.stem:
+                out.append((f"{folder.name}.{path.stem}", f"{folder.name}.{top}"))
+    return out
+
+
+def module_cycles(edge_list: list[tuple[str, str]]) -> list[list[str]]:
+    """The import cycles of a module graph: each strongly connected component of two or more modules, sorted
+    (Tarjan's algorithm; the graph has a few hundred nodes, recursion is fine)."""
+    graph: dict[str, set[str]] = {}
+    for src, dst in edge_list:
+        graph.setdefault(src, set()).add(dst)
+        graph.setdefault(dst, set())
+    order, low, stack, on_stack, found = {}, {}, [], set(), []
+
+    def visit(v):
+        order[v] = low[v] = len(order)
+        stack.append(v)
+        on_stack.add(v)
+        for w in sorted(graph[v]):
+            if w not in order:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on_stack:
+                low[v] = min(low[v], order[w])
+        if low[v] == order[v]:  # v roots a component: pop it
+            component = []
+            while True:
+                w = stack.pop()
+                on_stack.discard(w)
+                component.append(w)
+                if w == v:
+                    break
+            if len(component) > 1:
+                found.append(sorted(component))
+
+    for v in sorted(graph):
+        if v not in order:
+            visit(v)
+    return sorted(found)
+
+
 def kernel_violations(mods: dict[str, Path]) -> list[str]:
     allowed = KERNEL_IMPORTS | set(sys.stdlib_module_names)
     bad = []
@@ -135,6 +188,34 @@ def test_every_import_points_down_a_floor():
     found = edges(mods)
     assert ("copynce_fast.cli.search", "copynce_fast.search.knn") in found  # function-level imports count
     assert violations(found) == []
+
+
+def test_no_import_cycle_between_modules():
+    """Module by module (not only room by room): no two modules of the package, or of the benchmarks, need each
+    other, directly or around a longer loop."""
+    found = edges(discover())
+    assert ("copynce_fast.data.pair_of_key", "copynce_fast.data.siblings") in found  # the walk sees in-room edges
+    assert module_cycles(found) == []
+    bench = script_edges(ROOT / "benchmarks")
+    assert ("benchmarks.bench_official", "benchmarks.official_harness") in bench
+    assert module_cycles(bench) == []
+
+
+def test_the_cycle_check_can_fail():
+    """Fake graphs: a two-module cycle, a three-module loop beside an acyclic branch, and a chain without one."""
+    assert module_cycles([("a", "b"), ("b", "a")]) == [["a", "b"]]
+    loop = [("p.x", "p.y"), ("p.y", "p.z"), ("p.z", "p.x"), ("p.z", "q.w"), ("q.w", "q.v")]
+    assert module_cycles(loop) == [["p.x", "p.y", "p.z"]]
+    assert module_cycles([("a", "b"), ("b", "c"), ("a", "c")]) == []
+
+
+def test_the_script_walk_sees_bare_imports(tmp_path):
+    (tmp_path / "one.py").write_text("import two as T\n")
+    (tmp_path / "two.py").write_text("def f():\n    import one\n    import numpy\n")
+    found = script_edges(tmp_path)
+    assert sorted(found) == [(f"{tmp_path.name}.one", f"{tmp_path.name}.two"),
+                             (f"{tmp_path.name}.two", f"{tmp_path.name}.one")]
+    assert module_cycles(found) == [sorted(f"{tmp_path.name}.{m}" for m in ("one", "two"))]
 
 
 def test_kernels_import_only_torch_and_triton():
