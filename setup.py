@@ -1,4 +1,4 @@
-"""Only what pyproject.toml cannot say: the C++ extension and the kernels/ package mapping.
+"""Only what pyproject.toml cannot say: the C++ extension, the package list and the kernels/ package mapping.
 
 Set COPYNCE_NO_EXT=1 to skip building ``copynce_fast._C``; ``copynce_fast._cpp`` then falls back to
 pure Python with identical signatures.
@@ -6,23 +6,11 @@ pure Python with identical signatures.
 import os
 import sys
 
-from setuptools import setup
+from setuptools import find_packages, setup
 
-packages = [
-    "copynce_fast",
-    "copynce_fast.ops",
-    "copynce_fast.pixtrace",
-    "copynce_fast.data",
-    "copynce_fast.models",
-    "copynce_fast.search",
-    "copynce_fast.inference",
-    "copynce_fast.eval",
-    "copynce_fast.train",
-    "copynce_fast.utils",
-    "copynce_fast.cli",
-    "copynce_fast.kernels",
-    "copynce_fast.viz",
-]
+# Every package under copynce_fast/ is found (a new subpackage cannot be forgotten; tests/test_packaging.py checks
+# it); kernels/ is installed as copynce_fast.kernels, never as a top-level ``kernels`` (STYLE.md B2).
+packages = find_packages(include=["copynce_fast", "copynce_fast.*"]) + ["copynce_fast.kernels"]
 package_dir = {"copynce_fast": "copynce_fast", "copynce_fast.kernels": "kernels"}
 
 ext_modules = []
