@@ -8,6 +8,11 @@ sizes that fit and prints a linear-in-N·M extrapolation, labelled as such (``--
 
     python benchmarks/bench_eval_search.py            # CUDA: realistic sizes; CPU: a small run
     python benchmarks/bench_eval_search.py --quick    # CPU smoke run (< 30 s)
+
+Scale-out tables (issue 16; benchmarks/search_scale.py): ``--compact`` recall@10 vs bytes per reference for
+PCA-whitening 512 -> 256 -> 128 and IVF-PQ codes against exact search (synthetic set, see there), ``--shards``
+search time vs shard count, ``--ranks`` extraction images/s vs torchrun ranks; ``--scale`` runs all three
+(``--scale-m`` references). Add ``--quick`` for tiny sizes.
 """
 from __future__ import annotations
 
@@ -91,7 +96,14 @@ def main() -> None:
     ap.add_argument("--d", type=int, default=512)
     ap.add_argument("--k", type=int, default=10)
     ap.add_argument("--reps", type=int, default=5)
+    ap.add_argument("--compact", action="store_true", help="whitening + PQ recall@10 vs bytes per reference")
+    ap.add_argument("--shards", action="store_true", help="search time vs shard count")
+    ap.add_argument("--ranks", action="store_true", help="extraction images/s vs torchrun ranks")
+    ap.add_argument("--scale", action="store_true", help="--compact, --shards and --ranks")
+    ap.add_argument("--scale-m", type=int, default=100_000, help="references of the --compact / --shards sets")
     args = ap.parse_args()
+    if args.scale or args.compact or args.shards or args.ranks:
+        return scale_tables(args)
 
     device = torch.device("cuda" if torch.cuda.is_available() and not args.quick else "cpu")
     cfgs = configs(args.quick, device.type == "cuda", args.d, args.k)
@@ -118,6 +130,38 @@ def main() -> None:
         print(f"  {name:16s} from {big.n} x {big.m}: {big.ms:.1f} ms -> {est:.2f} s (extrapolated){measured}")
     if device.type != "cuda":
         print("  (CPU run: the extrapolation says nothing about the H100 target)")
+
+
+def scale_tables(args) -> None:
+    """The issue-16 tables (module docstring); each prints its own table and JSONL rows."""
+    import search_scale  # noqa: E402  (a sibling file)
+
+    m = 3000 if args.quick else args.scale_m
+    if args.scale or args.compact:
+        rows = search_scale.compact_rows(m, 200 if args.quick else 2000, d=64 if args.quick else 512,
+                                         nprobes=(8,) if args.quick else (16, 64, "all"))
+        bench.print_table(rows, ["config", "bytes", "disk_bytes", "nlist", "nprobe", "build_s", "ms_per_query",
+                                 "recall10_same", "recall10_raw", "copy_r1", "copy_r10"],
+                          title=f"compact descriptors on {m} synthetic references (benchmarks/search_scale.py): "
+                                f"recall@10 of exact float32 search in the same space / on the raw descriptors, "
+                                f"copy recall@1 / @10; bytes = code + 8-byte id for IVF")
+        bench.write_jsonl("eval_search_compact", rows)
+        rows = search_scale.scan_rows(20_000 if args.quick else 200_000, 256, 100 if args.quick else 1000)
+        bench.print_table(rows, ["pq_m", "m", "d", "nlist", "nprobe", "queries", "seconds", "codes_per_s",
+                                 "ms_per_query"], title="IVF-PQ code-scan rate (long lists: scanning dominates)")
+        bench.write_jsonl("eval_search_scan", rows)
+    if args.scale or args.shards:
+        rows = search_scale.shard_rows(m, 256 if args.quick else 1000, 128 if args.quick else 256)
+        bench.print_table(rows, ["provider", "shards", "m", "d", "queries", "ms", "min-max"],
+                          title="exact search vs shard count (the merge equals the unsharded result)")
+        bench.write_jsonl("eval_search_shards", rows)
+    if args.scale or args.ranks:
+        rows = search_scale.rank_rows(16 if args.quick else 256, 64 if args.quick else 224,
+                                      ranks=(1, 2) if not torch.cuda.is_available() else
+                                      tuple(r for r in (1, 2, 4, 8) if r <= torch.cuda.device_count()))
+        bench.print_table(rows, ["ranks", "images", "img_size", "seconds", "img_per_s"],
+                          title="extraction vs ranks (torchrun; ViT-S/16 random weights, decode included)")
+        bench.write_jsonl("eval_search_ranks", rows)
 
 
 if __name__ == "__main__":

@@ -179,13 +179,15 @@ def faiss_search_fn(index, nprobe: int | None = None) -> SearchFn:
     return lambda q, k: index.search(np.ascontiguousarray(q, dtype=np.float32), k)
 
 
-def gpu_sharded_index(index, gpus: Sequence[int] | None = None):
+def gpu_sharded_index(index, gpus: Sequence[int] | None = None, float16: bool = False):
     """Split a faiss CPU index across GPUs (faiss ``IndexShards``: each GPU holds 1/G of the rows and searches
     them; faiss merges). For reference sets that do not fit one GPU. Needs faiss with GPU support.
 
     Args:
         index: a faiss CPU index (flat, IVF, IVF-PQ) holding the rows.
         gpus: GPU ids (default: all faiss sees).
+        float16: store flat / IVF-Flat vectors as float16 on the GPUs (half the memory, approximate scores;
+            IVF-PQ codes are unaffected).
 
     Returns:
         The sharded GPU index (``.search(queries, k)`` as any faiss index).
@@ -200,7 +202,7 @@ def gpu_sharded_index(index, gpus: Sequence[int] | None = None):
         raise ValueError(f"gpus must be ids in [0, {n}), got {gpus}")
     co = faiss.GpuMultipleClonerOptions()
     co.shard = True  # split the rows, not replicate them
-    co.useFloat16 = True  # fp16 storage for flat / IVF-Flat halves the memory (IVF-PQ codes are unaffected)
+    co.useFloat16 = bool(float16)
     resources = [faiss.StandardGpuResources() for _ in gpus]
     sharded = faiss.index_cpu_to_gpu_multiple_py(resources, index, co, gpus)
     sharded.referenced_objects = resources  # keep the GPU resources alive with the index
