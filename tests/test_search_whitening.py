@@ -170,8 +170,13 @@ def test_cli_index_pca_dim_then_search(tmp_path):
     assert first == [f"r{i}" for i in sims.argmax(1)]
     # a learned whitening applied to another index; --pca-dim with it is refused
     assert main(["index", str(tmp_path / "r.npz"), "--out", str(tmp_path / "idx2"), "--whiten",
-                 str(idx / "whitening.npz"), "--backend", "torch"]) == 0
+                 str(idx / "whitening.npz"), "--backend", "torch", "--aux", str(tmp_path / "t.npz")]) == 0
     assert load_index(tmp_path / "idx2").whitening.digest == w.digest
+    from copynce_fast.search.copy_index import CopyIndex
+
+    with_aux = CopyIndex.load(tmp_path / "idx2")  # --aux is kept for CopyIndex.search(normalize=...)
+    np.testing.assert_array_equal(with_aux.aux, train)
+    assert with_aux.search(queries, 3, normalize="sscd").scores.shape == (10, 3)
     assert main(["index", str(tmp_path / "r.npz"), "--out", str(tmp_path / "idx3"), "--whiten",
                  str(idx / "whitening.npz"), "--pca-dim", "4"]) == 1
     assert main(["index", str(tmp_path / "r.npz"), "--out", str(tmp_path / "idx3"), "--pca-dim", "17"]) == 1
