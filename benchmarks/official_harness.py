@@ -170,14 +170,14 @@ def _torchvision_importable() -> None:
             raise
     for k in [k for k in sys.modules if k == "torchvision" or k.startswith("torchvision.")]:
         del sys.modules[k]
-    lib = torch.library.Library("torchvision", "FRAGMENT")  # noqa: F841 (kept alive by the registry below)
+    lib = torch.library.Library("torchvision", "FRAGMENT")
     for op in ("nms", "qnms"):
         lib.define(f"{op}(Tensor dets, Tensor scores, float iou_threshold) -> Tensor")
-    _KEEP.append(lib)
+    _LIBRARIES.append(lib)  # a Library drops its definitions when garbage-collected
     import torchvision  # noqa: F401,F811
 
 
-_KEEP: list = []
+_LIBRARIES: list = []
 
 
 def _basic_text_layout(overlay: types.ModuleType) -> None:
