@@ -21,8 +21,10 @@
 #include <cstring>
 #include <vector>
 
-// Vector loops get an AVX2 clone picked at load time (GCC/Clang ifunc); elsewhere the baseline build only.
-#if defined(__x86_64__) && defined(__linux__) && (defined(__GNUC__) || defined(__clang__))
+// Vector loops get an AVX2 clone picked at load time (an ifunc: x86-64 glibc, GCC >= 6 or Clang >= 14); elsewhere
+// the baseline build only (SSE2 on x86-64), with the same results.
+#if defined(__x86_64__) && defined(__GLIBC__) && \
+    ((defined(__clang__) && __clang_major__ >= 14) || (!defined(__clang__) && defined(__GNUC__) && __GNUC__ >= 6))
 #define COPYNCE_VECTOR_CLONES __attribute__((target_clones("avx2", "default")))
 #else
 #define COPYNCE_VECTOR_CLONES
