@@ -27,7 +27,7 @@ from copynce_fast.utils.jsonio import write_json
 
 __all__ = ["ModelConfig", "DataConfig", "LossConfig", "OptimConfig", "RunConfig", "Config", "PRESETS",
            "FIELD_RULES", "ARCH_DEPTH", "get_preset", "apply_overrides", "to_dict", "from_dict", "save_json",
-           "load_json", "scaled_lr", "config_differences", "adapt_to_run", "parse_overrides"]
+           "load_json", "scaled_lr", "parse_overrides"]
 
 ARCH_DEPTH = {"vit_tiny": 4, "vit_small": 12, "vit_base": 12}  # transformer blocks per backbone
 
@@ -410,70 +410,7 @@ def load_json(path) -> Config:
         return from_dict(json.load(f))
 
 
-def adapt_to_run(cfg: Config, pinned=frozenset()) -> tuple[Config, list[str]]:
-    """A preset made to fit what the run has; the changed values and one line per change group, to show at
-    start-up. Fields in ``pinned`` (``"section.field"``, the ones the user gave) are never changed.
-
-    * A source other than "builtin": the preset's ``data.synthetic_images`` (procedural images that top up the
-      bundled photos) -> 0.
-    * No ``model.pretrained`` (from scratch): ``model.freeze_patch_embed`` -> false (a random patch embedding
-      must learn) and ``data.hard_negatives`` -> false when there is no ``data.knn_path`` (no descriptor to mine
-      neighbours with yet).
-    """
-    notes = []
-    data, model = cfg.data, cfg.model
-    if data.source != "builtin" and data.synthetic_images and "data.synthetic_images" not in pinned:
-        data = replace(data, synthetic_images=0)
-        notes.append(f"data.synthetic_images=0 (the preset's {cfg.data.synthetic_images} synthetic images only "
-                     f"top up data.source=builtin)")
-    if not model.pretrained:
-        changed = []
-        if model.freeze_patch_embed and "model.freeze_patch_embed" not in pinned:
-            model = replace(model, freeze_patch_embed=False)
-            changed.append(("model.freeze_patch_embed", "a random patch embedding must learn"))
-        if data.hard_negatives and not data.knn_path and "data.hard_negatives" not in pinned:
-            data = replace(data, hard_negatives=False)
-            changed.append(("data.hard_negatives", "no k-NN table to mine neighbours from yet"))
-        if changed:
-            notes.append("from scratch (no --model.pretrained): "
-                         + ", ".join(f"{k}=false ({why})" for k, why in changed)
-                         + "; keep the recipe's with " + " / ".join(f"--{k}=true" for k, _ in changed))
-    return replace(cfg, model=model, data=data), notes
-
-
 def scaled_lr(cfg: Config, world_size: int) -> float:
     """The learning rate after the square-root batch scaling rule (REFERENCE.md §6); logged at start-up."""
     batch = cfg.optim.lr_scaling_batch or cfg.data.batch_size
     return cfg.optim.base_lr * math.sqrt(batch * world_size / 1024)
-
-
-# Fields that do not change what a run computes: resuming with other values is not a config change.
-RUN_CONTROL = frozenset({("run", "max_steps"), ("run", "progress"), ("run", "eval_after"), ("run", "resume"),
-                         ("run", "out_dir"), ("run", "log_every"), ("run", "ckpt_every"), ("data", "num_workers")})
-
-
-def _plain(cfg) -> dict:
-    """A config or its dict (as a checkpoint stores it: tuples) as plain JSON values (lists), to compare; a dict
-    from before a field existed gets that field's default (which keeps the old behaviour)."""
-    if not isinstance(cfg, Config):
-        try:
-            cfg = from_dict(cfg)
-        except (ValueError, TypeError):  # not a config this version can read: compare what is there
-            pass
-    return json.loads(json.dumps(to_dict(cfg) if isinstance(cfg, Config) else cfg))
-
-
-def config_differences(old, new, ignore=RUN_CONTROL) -> list[str]:
-    """The fields where ``old`` and ``new`` (each a :class:`Config` or its :func:`to_dict`, e.g. a checkpoint's)
-    differ, as ``"section.field: old -> new"`` in declaration order; ``ignore``: (section, field) pairs skipped."""
-    a, b = _plain(old), _plain(new)
-    out = []
-    for section in dict.fromkeys([*a, *b]):
-        sa, sb = a.get(section, {}), b.get(section, {})
-        for name in dict.fromkeys([*sa, *sb]):
-            if (section, name) in ignore:
-                continue
-            va, vb = sa.get(name, "(absent)"), sb.get(name, "(absent)")
-            if va != vb:
-                out.append(f"{section}.{name}: {va} -> {vb}")
-    return out

@@ -15,13 +15,13 @@ from copynce_fast.config import (
     OptimConfig,
     RunConfig,
     apply_overrides,
-    config_differences,
     from_dict,
     get_preset,
     load_json,
     save_json,
     to_dict,
 )
+from copynce_fast.train.run_config import config_differences
 
 BAD = [  # (override, what the message must say)
     ("--optim.epochs=-1", "--optim.epochs: must be >= 1, got -1"),

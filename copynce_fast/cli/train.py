@@ -40,8 +40,9 @@ def _pairs(tokens: list[str]) -> list[str]:
 def run(args) -> int:
     import json
 
-    from copynce_fast.config import adapt_to_run, apply_overrides, get_preset, parse_overrides, to_dict
+    from copynce_fast.config import apply_overrides, get_preset, parse_overrides, to_dict
     from copynce_fast.train import train
+    from copynce_fast.train.run_config import adapt_to_run
 
     cfg = read_run_config("--config", args.config) if args.config else get_preset(args.preset)
     overrides = _pairs(list(args.overrides))

@@ -15,13 +15,14 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from copynce_fast.config import Config, config_differences, save_json, scaled_lr, to_dict
+from copynce_fast.config import Config, save_json, scaled_lr, to_dict
 from copynce_fast.models.loading import build_model, load_pretrained
 from copynce_fast.train.data import TrainData, build_train_data
 from copynce_fast.utils.jsonio import write_json_report
 from copynce_fast.train.heldout import heldout_eval
 from copynce_fast.train.logging import RunLogger
 from copynce_fast.train.objective import DescriptorObjective, MatcherObjective
+from copynce_fast.train.run_config import config_differences
 from copynce_fast.train.schedule import lr_at
 from copynce_fast.utils.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from copynce_fast.utils.device import resolve_device
