@@ -73,8 +73,8 @@ def run(args) -> int:
     folder = benchmarks_dir(args.benchmarks_dir)
     script = resolve_script(args.name, folder)
     extra = list(args.script_args)
-    if args.official_src:
-        extra = ["--official-src", str(args.official_src), *extra]
+    if args.official_src:  # absolute: the script runs from the repository root, not from the caller's folder
+        extra = ["--official-src", str(Path(args.official_src).expanduser().resolve()), *extra]
     cmd = [sys.executable, str(script), *(["--quick"] if args.quick else []), *extra]
     info(f"running {' '.join(cmd)}")
     return subprocess.run(cmd, cwd=folder.parent).returncode
