@@ -33,7 +33,7 @@ def test_extract_match_and_evaluate(data, tmp_path, capsys):
     q, r = tmp_path / "q.npz", tmp_path / "r.npz"
     assert run("extract", data.queries, "--video", "--fps", 2, "--out", q, *MODEL) == 0
     err = capsys.readouterr().err
-    assert "skipped 1 unreadable video" in err and "broken.mp4" in err
+    assert "broken.mp4:" in err and "1 skipped" in err  # named with its reason, counted in the final line
     assert run("extract", data.refs, "--video", "--fps", 2, "--out", r, *MODEL) == 0
     fq = load_video_features(q)
     assert [v for v, _ in fq.videos()] == ["Q000", "Q001", "Q002"] and fq.meta["fps"] == 2.0

@@ -47,9 +47,10 @@ def warn(command: str, message: str) -> None:
     print(f"copynce-fast {command}: warning: {message}", file=sys.stderr)
 
 
-def report_skipped(command: str, skipped, out: Path) -> None:
+def report_skipped(command: str, skipped, out: Path, noun: str = "images") -> None:
     """Name every skipped ``(path, reason)``: one warning line each when there are at most ``MAX_SHOWN``, else
-    all of them in a skipped.txt beside ``out`` (``utils.skipped.listing_beside``) and one warning naming it."""
+    all of them in a skipped.txt beside ``out`` (``utils.skipped.listing_beside``) and one warning naming it
+    (``noun``: what was skipped, ``"images"`` or ``"videos"``)."""
     from copynce_fast.utils.skipped import MAX_SHOWN, clean_reason, listing_beside, write_skipped
 
     skipped = list(skipped)
@@ -58,7 +59,7 @@ def report_skipped(command: str, skipped, out: Path) -> None:
             warn(command, f"skipped {path}: {clean_reason(reason)}")
         return
     listing = write_skipped(listing_beside(out), skipped)
-    warn(command, f"skipped {len(skipped)} unusable images; each is listed with its reason in {listing}")
+    warn(command, f"skipped {len(skipped)} unusable {noun}; each is listed with its reason in {listing}")
 
 
 def skipped_count(skipped, out: Path, noun: str = "") -> str:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from copynce_fast.cli._common import CliError, info, one_line, parse_key_values, positive_float, warn
+from copynce_fast.cli._common import CliError, info, one_line, parse_key_values, positive_float, report_skipped
 
 SCORE_NORM_PARAMS = {
     "copynce": {"start": int, "end": int, "alpha": float},
@@ -67,7 +67,7 @@ def list_video_items(flag: str, source: Path):
 
 
 def run_video_extraction(command: str, args, loaded, videos, out: Path, max_videos: int | None = None):
-    """Extract ``videos`` into ``out`` with the flags of ``args``; skipped videos become one warning."""
+    """Extract ``videos`` into ``out`` with the flags of ``args``; each skipped video is named with its reason."""
     from copynce_fast.video.extract import extract_video_features
 
     if args.chunk_frames < 1:
@@ -80,10 +80,7 @@ def run_video_extraction(command: str, args, loaded, videos, out: Path, max_vide
                                     batch_size=args.batch_size, num_workers=args.workers, amp=args.amp,
                                     dtype=args.dtype, shard_size=args.shard_size, chunk_frames=args.chunk_frames,
                                     max_videos=max_videos, progress=args.progress, loader=args.loader)
-    if result.skipped:
-        shown = "; ".join(f"{p} ({r})" for p, r in result.skipped[:5])
-        more = f"; ... {len(result.skipped) - 5} more" if len(result.skipped) > 5 else ""
-        warn(command, f"skipped {len(result.skipped)} unreadable video(s): {shown}{more}")
+    report_skipped(command, result.skipped, out, noun="videos")  # each named, on stderr or in a skipped.txt
     return result
 
 

@@ -170,7 +170,8 @@ def run_video(args) -> int:
     result = run_video_extraction("extract", args, loaded, videos, args.out, args.max_videos)
     state = "done" if result.complete else "stopped early (rerun the same command to resume)"
     info(f"{len(videos)} videos: {result.already_done} already stored, {result.extracted} extracted "
-         f"({result.frames} frames at {args.fps:g} fps), {len(result.skipped)} skipped -> {args.out} [{state}]")
+         f"({result.frames} frames at {args.fps:g} fps), {skipped_count(result.skipped, args.out)} "
+         f"-> {args.out} [{state}]")
     return 0
 
 
