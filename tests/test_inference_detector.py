@@ -89,6 +89,7 @@ def test_from_checkpoint_file_and_run_directory(folder, tmp_path):
     a = CopyDetector.from_checkpoint(ckpt, num_workers=0)
     b = CopyDetector.from_checkpoint(tmp_path / "run", device="auto" if not torch.cuda.is_available() else "cpu")
     assert a.loaded.name == b.loaded.name and a.dim == 16 and a.img_size == S and a.kind == "descriptor"
+    assert CopyDetector.from_checkpoint(tmp_path / "run" / "config.json").loaded.name == a.loaded.name
     np.testing.assert_allclose(a.embed([str(folder / "im1.png")]), b.embed([str(folder / "im1.png")]), atol=1e-6)
     with pytest.raises(ValueError, match="without checkpoint.pt"):
         CopyDetector.from_checkpoint(tmp_path)

@@ -47,8 +47,11 @@ FEATURES_DIR = "features"  # inside an index directory: the extracted reference 
 
 
 def resolve_checkpoint(path: str | Path) -> Path:
-    """A checkpoint file, or a training run directory (its ``checkpoint.pt``); ValueError naming ``path``."""
+    """A checkpoint file, or a training run directory or its config.json (the ``checkpoint.pt`` there, as the
+    CLI's ``--weights`` reads it); ValueError naming ``path``."""
     p = Path(path)
+    if p.suffix == ".json":
+        p = p.parent
     if p.is_dir():
         if not (p / "checkpoint.pt").is_file():
             raise ValueError(f"path {p}: a directory without checkpoint.pt (not a training run directory)")
