@@ -24,8 +24,10 @@ from pathlib import Path
 
 import torch
 
+from copynce_fast.utils import benchmarking as _bench
+
+# the official_* helpers sit beside this script and stay out of the package (the official code is optional)
 sys.path.insert(0, str(Path(__file__).parent))
-import _bench  # noqa: E402
 import official_compare as C  # noqa: E402
 import official_edits as E  # noqa: E402
 import official_harness as H  # noqa: E402
@@ -355,7 +357,7 @@ def make_images(root: Path, n: int, seed: int) -> Path:
 
 
 def write_outputs(out: Path | None, text: str, sections: dict, off, args) -> None:
-    base = out or _bench.RESULTS_DIR / "official.md"
+    base = out or (Path(__file__).resolve().parent / "results") / "official.md"
     base.parent.mkdir(parents=True, exist_ok=True)
     if out:
         out.write_text(text + "\n")
@@ -369,7 +371,7 @@ def write_outputs(out: Path | None, text: str, sections: dict, off, args) -> Non
     if ratios:
         from copynce_fast.viz import bar_chart
         png = bar_chart(base.with_suffix(".png"), ratios, category="what", value="ratio",
-                        title=f"ours / official ({_bench.device_name()})", ylabel="ratio (> 1: ours better)",
+                        title=f"ours / official ({_bench.env_header()['device']})", ylabel="ratio (> 1: ours better)",
                         log_scale=True, size=(1000, 520))
         print(f"\nwrote {jsonl} and {png}" + (f" and {out}" if out else ""))
 
