@@ -8,6 +8,7 @@ if shutil.which("nvidia-smi") is None:
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
+from PIL import Image  # noqa: E402
 
 # One tolerance table (STYLE.md B6).
 TOL = {
@@ -45,3 +46,17 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "gpu" in item.keywords:
             item.add_marker(skip)
+
+
+@pytest.fixture()
+def make_images(tmp_path):
+    """``make_images(shapes, name="imgs", ext="png", prefix="i")``: a folder of seeded random RGB images, one
+    ``prefix{i}.{ext}`` per ``(height, width)`` in ``shapes``."""
+    def make(shapes, name="imgs", ext="png", prefix="i"):
+        folder = tmp_path / name
+        folder.mkdir()
+        rng = np.random.default_rng(0)
+        for i, (h, w) in enumerate(shapes):
+            Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)).save(folder / f"{prefix}{i}.{ext}")
+        return folder
+    return make

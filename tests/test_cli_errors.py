@@ -2,7 +2,6 @@
 traceback -- bad flag values, refused (pickled) checkpoints and arrays, and skipped images named with reasons."""
 import numpy as np
 import pytest
-from PIL import Image
 
 from copynce_fast.cli import main
 
@@ -11,13 +10,8 @@ TINY = ["--random-init", "--arch", "vit_tiny", "--img-size", "32", "--dim", "8"]
 
 
 @pytest.fixture()
-def images(tmp_path):
-    folder = tmp_path / "imgs"
-    folder.mkdir()
-    rng = np.random.default_rng(0)
-    for i in range(3):
-        Image.fromarray(rng.integers(0, 256, (40, 40, 3), dtype=np.uint8)).save(folder / f"i{i}.png")
-    return folder
+def images(make_images):
+    return make_images([(40, 40)] * 3)
 
 
 def _error_line(capsys) -> str:

@@ -5,7 +5,6 @@ from dataclasses import replace
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 
 from copynce_fast.cli import main
 from copynce_fast.config import Config, ModelConfig, save_json, to_dict
@@ -18,13 +17,8 @@ MC = ModelConfig(arch="vit_tiny", img_size=32, dim=16, pool="gem", ln_eps=1e-5, 
 
 
 @pytest.fixture()
-def images(tmp_path):
-    folder = tmp_path / "imgs"
-    folder.mkdir()
-    rng = np.random.default_rng(0)
-    for i in range(3):
-        Image.fromarray(rng.integers(0, 256, (40, 36, 3), dtype=np.uint8)).save(folder / f"i{i}.png")
-    return folder
+def images(make_images):
+    return make_images([(40, 36)] * 3)
 
 
 @pytest.fixture()

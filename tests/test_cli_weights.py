@@ -5,7 +5,6 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from PIL import Image
 
 from copynce_fast.cli import main
 from copynce_fast.config import Config, ModelConfig, to_dict
@@ -20,13 +19,8 @@ RUN = ["--workers", "0", "--no-progress"]
 
 
 @pytest.fixture()
-def images(tmp_path):
-    folder = tmp_path / "imgs"
-    folder.mkdir()
-    rng = np.random.default_rng(0)
-    for i in range(3):
-        Image.fromarray(rng.integers(0, 256, (40, 30 + 10 * i, 3), dtype=np.uint8)).save(folder / f"i{i}.png")
-    return folder
+def images(make_images):
+    return make_images([(40, 30 + 10 * i) for i in range(3)])
 
 
 def _pixels(folder):

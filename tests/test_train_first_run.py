@@ -6,10 +6,8 @@ import logging
 import math
 from dataclasses import replace
 
-import numpy as np
 import pytest
 import torch
-from PIL import Image
 
 from copynce_fast.cli import main
 from copynce_fast.config import (
@@ -27,13 +25,8 @@ from copynce_fast.train import train
 
 
 @pytest.fixture()
-def folder(tmp_path):
-    out = tmp_path / "photos"
-    out.mkdir()
-    rng = np.random.default_rng(0)
-    for i in range(6):
-        Image.fromarray(rng.integers(0, 256, (48, 64, 3), dtype=np.uint8)).save(out / f"p{i}.jpg")
-    return out
+def folder(make_images):
+    return make_images([(48, 64)] * 6, name="photos", ext="jpg", prefix="p")
 
 
 def _printed_config(capsys, argv):
