@@ -121,11 +121,16 @@ class CopyDetector:
     Args:
         loaded: a :class:`~copynce_fast.models.loading.LoadedModel` (``load_model``).
         batch_size: images per forward pass (``embed``, ``index``).
-        num_workers: decoding processes of ``index`` (``embed`` decodes in the calling process).
+        num_workers: decoding processes of ``index`` (``embed`` decodes in the calling process); default: 4, or
+            fewer when this process may use fewer CPUs (more workers than CPUs only contend).
         amp: "bf16" (autocast on CUDA; CPU stays fp32) or "none".
     """
 
-    def __init__(self, loaded: LoadedModel, *, batch_size: int = 64, num_workers: int = 4, amp: str = "bf16"):
+    def __init__(self, loaded: LoadedModel, *, batch_size: int = 64, num_workers: int | None = None,
+                 amp: str = "bf16"):
+        if num_workers is None:
+            cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+            num_workers = min(4, cpus)
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
         if isinstance(num_workers, bool) or not isinstance(num_workers, int) or num_workers < 0:
