@@ -216,22 +216,23 @@ def parse_key_values(flag: str, items: list[str] | None, allowed: dict[str, type
     return out
 
 
-def _int_at_least(text: str, low: int, what: str) -> int:
+def _checked_int(text: str, ok, what: str) -> int:
+    """``text`` as an integer that ``ok`` accepts, else argparse's error ``expected {what}, got ...``."""
     try:
         v = int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a {what} integer, got {text!r}") from None
-    if v < low:
-        raise argparse.ArgumentTypeError(f"expected a {what} integer, got {v}")
+        raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
+    if not ok(v):
+        raise argparse.ArgumentTypeError(f"expected {what}, got {v}")
     return v
 
 
 def positive_int(text: str) -> int:
-    return _int_at_least(text, 1, "positive")
+    return _checked_int(text, lambda v: v >= 1, "a positive integer")
 
 
 def non_negative_int(text: str) -> int:
-    return _int_at_least(text, 0, "non-negative")
+    return _checked_int(text, lambda v: v >= 0, "a non-negative integer")
 
 
 def int_in(low: int, high: int | None = None):
@@ -239,13 +240,7 @@ def int_in(low: int, high: int | None = None):
     what = f"an integer >= {low}" if high is None else f"an integer in [{low}, {high}]"
 
     def parse(text: str) -> int:
-        try:
-            v = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
-        if v < low or (high is not None and v > high):
-            raise argparse.ArgumentTypeError(f"expected {what}, got {v}")
-        return v
+        return _checked_int(text, lambda v: v >= low and (high is None or v <= high), what)
     parse.__name__ = "int"  # argparse names the type in its own messages
     return parse
 
@@ -263,13 +258,7 @@ def positive_float(text: str) -> float:
 
 def img_size(text: str) -> int:
     """An input side: a positive multiple of the patch size 16."""
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive multiple of 16, got {text!r}") from None
-    if v < 16 or v % 16:
-        raise argparse.ArgumentTypeError(f"expected a positive multiple of 16, got {v}")
-    return v
+    return _checked_int(text, lambda v: v >= 16 and v % 16 == 0, "a positive multiple of 16")
 
 
 def read_features(flag: str, path: Path):
