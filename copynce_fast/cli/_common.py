@@ -140,16 +140,12 @@ def read_run_config(flag: str, path: Path):
 
 def _run_checkpoint(path: Path) -> Path:
     """``--weights``: a checkpoint file, or a training run folder / its config.json -> the checkpoint.pt there."""
-    if path.is_dir() or path.suffix == ".json":
-        folder = path if path.is_dir() else path.parent
-        if not path.exists():
-            raise CliError(f"--weights: no such file: {path}")
-        if not (folder / "checkpoint.pt").is_file():
-            raise CliError(f"--weights {path}: a folder without checkpoint.pt (a training run folder holds one)")
-        return folder / "checkpoint.pt"
-    if not path.is_file():
-        raise CliError(f"--weights: no such file: {path}")
-    return path
+    from copynce_fast.inference.detector import resolve_checkpoint
+
+    try:
+        return resolve_checkpoint(path)
+    except ValueError as e:
+        raise CliError("--weights" + str(e).removeprefix("path")) from None
 
 
 def _random_from_run(args, kind: str | None, device):

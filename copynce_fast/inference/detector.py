@@ -50,14 +50,15 @@ def resolve_checkpoint(path: str | Path) -> Path:
     """A checkpoint file, or a training run directory or its config.json (the ``checkpoint.pt`` there, as the
     CLI's ``--weights`` reads it); ValueError naming ``path``."""
     p = Path(path)
-    if p.suffix == ".json":
-        p = p.parent
-    if p.is_dir():
-        if not (p / "checkpoint.pt").is_file():
-            raise ValueError(f"path {p}: a directory without checkpoint.pt (not a training run directory)")
-        return p / "checkpoint.pt"
+    if p.is_dir() or p.suffix == ".json":  # a run's config.json names its folder (read or not)
+        folder = p if p.is_dir() else p.parent
+        if not folder.is_dir():
+            raise ValueError(f"path: no such file: {p}")
+        if not (folder / "checkpoint.pt").is_file():
+            raise ValueError(f"path {p}: a folder without checkpoint.pt (a training run folder holds one)")
+        return folder / "checkpoint.pt"
     if not p.is_file():
-        raise ValueError(f"path: no such file or directory: {p}")
+        raise ValueError(f"path: no such file: {p}")
     return p
 
 
