@@ -271,6 +271,19 @@ t_trainer() {
   fi
 }
 
+t_video() {
+  # video copy detection: PyAV decode + embedding throughput, and localisation of a 1 h x 1 h pair (issue 15);
+  # PyAV is not part of the device's stack: without it the step says so instead of failing
+  local name="video: extraction frames/s + 1 h x 1 h localisation"
+  if ! "$PY" -c "import av" 2>/dev/null; then
+    skip search "$name" "skipped: PyAV (av) not installed"
+  elif [ "$QUICK" = 1 ]; then
+    step search 60 "$name (quick)" "$PY" benchmarks/bench_video.py --quick
+  else
+    step search 150 "$name" "$PY" benchmarks/bench_video.py --hours 1 --workers 8
+  fi
+}
+
 t_official() {
   local name="official implementation side by side (items ${GPU_PROOF_OFFICIAL_ITEMS:-1,2,4})"
   if [ "$OFFICIAL" != 1 ]; then
@@ -291,7 +304,8 @@ t_official() {
 
 # task:part in priority order: correctness first, then the targets of issue 10, then the rest
 TASKS=(env:install pip:install imports:install pytest_gpu:tests kernel_tests:tests copynce:kernels overlap:kernels
-       plans:kernels train:models search:search vit:models dense:kernels trainer:tests official:official)
+       plans:kernels train:models search:search vit:models dense:kernels trainer:tests video:search
+       official:official)
 
 echo "gpu_proof: mode $([ "$QUICK" = 1 ] && echo quick || echo full), CUDA $HAS_CUDA, budget ${BUDGET}s," \
   "parts $PARTS, OUT $OUT"
