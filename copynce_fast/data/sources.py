@@ -13,6 +13,7 @@ import io
 import logging
 import os
 import threading
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
@@ -20,13 +21,14 @@ from typing import Sequence
 import numpy as np
 from PIL import Image
 
-from copynce_fast.data.decode import BadImage, DecodeLimits, decode_bytes, probe_bytes
+from copynce_fast.data.decode import BadImage, DecodeLimits, Header, decode_bytes, read_header
 from copynce_fast.utils.skipped import MAX_SHOWN, clean_reason
 
 __all__ = ["SkipCounter", "ImageSource", "FileSource", "ArraySource", "folder_source", "file_list_source", "csv_list_source", "disc21_source", "bundled_source",
            "synthetic_source", "open_source", "IMAGE_EXTENSIONS", "DISC21_SPLITS"]
 
 log = logging.getLogger(__name__)
+_RECENT_FILES = 8  # bytes of the last header reads kept for their decode (a pair needs at most ~6 images)
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".ppm", ".pgm", ".gif")
 DISC21_SPLITS = {  # split -> (disc21_source split, first query number, end number or None = all)
     "val": ("queries", 0, 25_000),
@@ -81,11 +83,15 @@ class ImageSource:
     def __init__(self, limits: DecodeLimits = DecodeLimits(), skips: SkipCounter | None = None):
         self.limits = limits
         self.skips = skips if skips is not None else SkipCounter()
-        self._hw_cache: np.ndarray | None = None  # [N, 2] int32: (H, W), (-1, -1) unknown, (0, 0) unusable
+        # [N, 3] int32: (H, W, plain JPEG) of each header read; (-1, -1, -1) unknown, (0, 0, 0) unusable
+        self._hw_cache: np.ndarray | None = None
+        # The bytes hw() just read, for the decode that usually follows (a pair is planned from headers, then its
+        # images are decoded): each file is read once. A few, newest last; decode() takes its entry out.
+        self._recent: OrderedDict[int, bytes] = OrderedDict()
 
     def _cache(self) -> np.ndarray:
         if self._hw_cache is None:
-            self._hw_cache = np.full((len(self), 2), -1, dtype=np.int32)
+            self._hw_cache = np.full((len(self), 3), -1, dtype=np.int32)
         return self._hw_cache
 
     def __len__(self) -> int:
@@ -107,10 +113,23 @@ class ImageSource:
         c = self._cache()
         if c[i, 0] < 0:
             try:
-                c[i] = probe_bytes(self.read_bytes(i), self.limits)
+                data = self.read_bytes(i)
+                head = read_header(data, self.limits)
             except (BadImage, OSError) as e:
                 self.mark_bad(i, str(e))
+            else:
+                c[i] = (*head.hw, head.plain_jpeg)
+                self._remember(i, data)
         return None if c[i, 0] == 0 else (int(c[i, 0]), int(c[i, 1]))
+
+    def _remember(self, i: int, data: bytes) -> None:
+        recent = self._recent
+        recent[i] = data
+        while len(recent) > _RECENT_FILES:
+            try:
+                recent.popitem(last=False)
+            except KeyError:  # emptied by another thread meanwhile
+                break
 
     def decode(self, i: int) -> np.ndarray | None:
         """RGB uint8 [H, W, 3] of image i, or None if it is unusable (recorded)."""
@@ -118,11 +137,16 @@ class ImageSource:
         if c[i, 0] == 0:
             return None
         try:
-            arr = decode_bytes(self.read_bytes(i), self.limits)
+            data = self._recent.pop(i, None)
+            data = self.read_bytes(i) if data is None else data
+            # The header is read once per file: its checks are not redone, and a plain JPEG skips PIL entirely.
+            head = Header((int(c[i, 0]), int(c[i, 1])), bool(c[i, 2])) if c[i, 0] > 0 else \
+                read_header(data, self.limits)
+            arr = decode_bytes(data, self.limits, head)
         except (BadImage, OSError) as e:
             self.mark_bad(i, str(e))
             return None
-        c[i] = arr.shape[:2]
+        c[i] = (*arr.shape[:2], head.plain_jpeg)
         return arr
 
 
