@@ -15,7 +15,7 @@ from __future__ import annotations
 import numpy as np
 
 __all__ = ["HAS_CPP", "invert_dense", "compose_dense", "patch_overlap", "invert_dense_py", "compose_dense_py",
-           "patch_overlap_py"]
+           "patch_overlap_py", "HAS_PHOTOMETRIC", "photometric"]
 
 _TWO_63 = 2.0**63  # exactly representable in float32 and float64
 
@@ -158,3 +158,12 @@ else:
     invert_dense = invert_dense_py
     compose_dense = compose_dense_py
     patch_overlap = patch_overlap_py
+
+# ---- part P (issue 12): photometric ops on planar uint8 images (csrc/photometric.h) ----
+# ``photometric`` is the extension module when it has the four helpers (colour_ops, gaussian_blur, edge_enhance,
+# composite_rgba), else None. They have no numpy twin here: their reference and fallback are the torch
+# implementations in copynce_fast.data.photometric (apply_photo_op_torch) and data.occluders (composite_torch),
+# which say where the two agree bit for bit and where only within a grey level.
+HAS_PHOTOMETRIC: bool = _C is not None and all(
+    hasattr(_C, f) for f in ("colour_ops", "gaussian_blur", "edge_enhance", "composite_rgba"))
+photometric = _C if HAS_PHOTOMETRIC else None

@@ -15,6 +15,7 @@
 
 #include "dense_maps.h"
 #include "overlap.h"
+#include "photometric.h"
 
 namespace py = pybind11;
 
@@ -144,6 +145,93 @@ void def_overlap(py::module_& m) {
         py::arg("dst_occluder").noconvert() = py::none(), py::arg("num_threads") = 1);
 }
 
+// ---- part P (issue 12): photometric ops on planar uint8 images [C, H, W] (csrc/photometric.h) ----
+using U8 = CArray<uint8_t>;
+
+void check_planar(const U8& img, const char* name, bool rgb) {
+  if (img.ndim() != 3 || (rgb && img.shape(0) != 3) || img.shape(1) <= 0 || img.shape(2) <= 0) {
+    throw py::value_error(std::string(name) + ": expected a uint8 image " + (rgb ? "[3,H,W]" : "[C,H,W]"));
+  }
+}
+
+U8 colour_ops_np(const U8& img, const CArray<float>& maps) {
+  check_planar(img, "img", true);
+  if (maps.ndim() != 3 || maps.shape(1) != 3 || maps.shape(2) != 4) {
+    throw py::value_error("maps: expected float32 [K,3,4] affine colour maps");
+  }
+  U8 out({img.shape(0), img.shape(1), img.shape(2)});
+  const uint8_t* src = img.data();
+  const float* m = maps.data();
+  uint8_t* dst = out.mutable_data();
+  const int64_t pixels = img.shape(1) * img.shape(2), n_maps = maps.shape(0);
+  {
+    py::gil_scoped_release nogil;
+    copynce::colour_ops(src, dst, pixels, m, n_maps);
+  }
+  return out;
+}
+
+U8 gaussian_blur_np(const U8& img, const CArray<float>& taps) {
+  check_planar(img, "img", false);
+  if (taps.ndim() != 1 || taps.shape(0) < 3 || taps.shape(0) % 2 == 0) {
+    throw py::value_error("taps: expected float32 [2r+1] with r >= 1");
+  }
+  U8 out({img.shape(0), img.shape(1), img.shape(2)});
+  const uint8_t* src = img.data();
+  const float* k = taps.data();
+  uint8_t* dst = out.mutable_data();
+  {
+    py::gil_scoped_release nogil;
+    copynce::gaussian_blur(src, dst, img.shape(0), img.shape(1), img.shape(2), k, (taps.shape(0) - 1) / 2);
+  }
+  return out;
+}
+
+U8 edge_enhance_np(const U8& img, bool more) {
+  check_planar(img, "img", false);
+  U8 out({img.shape(0), img.shape(1), img.shape(2)});
+  const uint8_t* src = img.data();
+  uint8_t* dst = out.mutable_data();
+  {
+    py::gil_scoped_release nogil;
+    copynce::edge_enhance(src, dst, img.shape(0), img.shape(1), img.shape(2), more);
+  }
+  return out;
+}
+
+void composite_rgba_np(U8& img, const U8& rgba, int64_t top, int64_t left) {
+  check_planar(img, "img", true);
+  if (rgba.ndim() != 3 || rgba.shape(2) != 4) throw py::value_error("rgba: expected a uint8 patch [h,w,4]");
+  const int64_t h = img.shape(1), w = img.shape(2), ph = rgba.shape(0), pw = rgba.shape(1);
+  if (top < 0 || left < 0 || top + ph > h || left + pw > w) {
+    throw py::value_error("top, left: the patch must lie inside the image");
+  }
+  uint8_t* dst = img.mutable_data();  // raises for a read-only array
+  const uint8_t* p = rgba.data();
+  {
+    py::gil_scoped_release nogil;
+    copynce::composite_rgba(dst, h, w, p, ph, pw, top, left);
+  }
+}
+
+void def_photometric(py::module_& m) {
+  m.def("colour_ops", &colour_ops_np,
+        "colour_ops(img [3,H,W] uint8, maps [K,3,4] float32) -> [3,H,W] uint8: the K affine maps in order, each\n"
+        "rounded half to even and clamped (csrc/photometric.h). C-contiguous arrays.",
+        py::arg("img").noconvert(), py::arg("maps").noconvert());
+  m.def("gaussian_blur", &gaussian_blur_np,
+        "gaussian_blur(img [C,H,W] uint8, taps [2r+1] float32) -> [C,H,W] uint8: separable, reflect border\n"
+        "(replicate on an axis not longer than r), rounded half to even. C-contiguous arrays.",
+        py::arg("img").noconvert(), py::arg("taps").noconvert());
+  m.def("edge_enhance", &edge_enhance_np,
+        "edge_enhance(img [C,H,W] uint8, more) -> [C,H,W] uint8: PIL's EDGE_ENHANCE(_MORE), replicate border.",
+        py::arg("img").noconvert(), py::arg("more"));
+  m.def("composite_rgba", &composite_rgba_np,
+        "composite_rgba(img [3,H,W] uint8 (written), rgba [h,w,4] uint8, top, left): straight-alpha over, in place.",
+        py::arg("img").noconvert(), py::arg("rgba").noconvert(), py::arg("top"), py::arg("left"));
+}
+// ---- end of part P ----
+
 }  // namespace
 
 PYBIND11_MODULE(_C, m) {
@@ -160,4 +248,7 @@ PYBIND11_MODULE(_C, m) {
   // Patch overlap counts from geometry (csrc/overlap.h).
   def_overlap<float>(m);
   def_overlap<double>(m);
+
+  // Photometric ops of the torch executor (csrc/photometric.h; part P of issue 12).
+  def_photometric(m);
 }

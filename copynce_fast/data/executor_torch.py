@@ -13,7 +13,7 @@ import torch
 
 from copynce_fast.data.geometry import canvas_mask, layer_geometry, sample_bilinear, sample_nearest
 from copynce_fast.data.occluders import composite, render_occluder
-from copynce_fast.data.photometric import apply_photo_op
+from copynce_fast.data.photometric import LINEAR_KINDS, apply_colour_ops, apply_photo_op
 from copynce_fast.data.plan import AugmentPlan, Occluder, PhotoOp
 
 __all__ = ["render_geometry", "render_plan", "to_tensor_image"]
@@ -111,9 +111,25 @@ def render_plan(plan: AugmentPlan, image: torch.Tensor, other: torch.Tensor | No
         img = img.round_().clamp_(0, 255).to(torch.uint8)
     if not photometric:
         return img
-    for op in plan.ops:
+    return _apply_ops(img, plan.ops, plan.out_hw)
+
+
+def _apply_ops(img: torch.Tensor, ops, out_hw) -> torch.Tensor:
+    """The plan's photometric ops and occluders in order on img [3, S, S] uint8. A run of consecutive colour ops
+    is one call (one pass over the pixels in C++), each op still rounded and clamped as on its own."""
+    i = 0
+    while i < len(ops):
+        op = ops[i]
+        if isinstance(op, PhotoOp) and op.kind in LINEAR_KINDS:
+            j = i + 1
+            while j < len(ops) and isinstance(ops[j], PhotoOp) and ops[j].kind in LINEAR_KINDS:
+                j += 1
+            img = apply_colour_ops(img, ops[i:j])
+            i = j
+            continue
         if isinstance(op, PhotoOp):
             img = apply_photo_op(img, op)
         elif isinstance(op, Occluder):
-            img = composite(img, render_occluder(op, plan.out_hw))
+            img = composite(img, render_occluder(op, out_hw))
+        i += 1
     return img
