@@ -15,7 +15,7 @@ from __future__ import annotations
 import numpy as np
 
 __all__ = ["HAS_CPP", "invert_dense", "compose_dense", "patch_overlap", "invert_dense_py", "compose_dense_py",
-           "patch_overlap_py", "HAS_PHOTOMETRIC", "photometric"]
+           "patch_overlap_py", "HAS_PHOTOMETRIC", "photometric", "HAS_WARP", "render_view"]
 
 _TWO_63 = 2.0**63  # exactly representable in float32 and float64
 
@@ -167,3 +167,11 @@ else:
 HAS_PHOTOMETRIC: bool = _C is not None and all(
     hasattr(_C, f) for f in ("colour_ops", "gaussian_blur", "edge_enhance", "composite_rgba"))
 photometric = _C if HAS_PHOTOMETRIC else None
+
+# ---- part W (issue 12): view warps (csrc/warp.h) ----
+# ``render_view`` draws one view's geometry in one pass (maps, canvas tests, nearest / bilinear samples, the
+# overlay blend, the uint8 rounding) when the extension has it, else None. It has no numpy twin: its reference and
+# fallback is the torch executor itself (copynce_fast.data.executor_torch._render_layers with impl="torch"),
+# bit-equal with nearest layers and within one grey level with bilinear ones (tests/test_data_warp_cpp.py).
+HAS_WARP: bool = _C is not None and hasattr(_C, "render_view")
+render_view = _C.render_view if HAS_WARP else None

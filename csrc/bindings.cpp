@@ -16,6 +16,7 @@
 #include "dense_maps.h"
 #include "overlap.h"
 #include "photometric.h"
+#include "warp.h"  // part W
 
 namespace py = pybind11;
 
@@ -232,6 +233,93 @@ void def_photometric(py::module_& m) {
 }
 // ---- end of part P ----
 
+// ---- part W of issue 12: view warps (csrc/warp.h), the fused twin of executor_torch._render_layers ----
+// image / other: [C, H, W] uint8 of any strides (a torch tensor's .numpy(): an HWC buffer is read in place);
+// matrices [3, 3] float64; tests [n, 3, 3] float64 with test_hw [n, 2] int64: the first num_copy are P, the next
+// num_shared are Q, then the cover test C when there is an overlay.
+using StridedU8 = py::array_t<uint8_t>;
+
+copynce::WarpLayer warp_layer(const StridedU8& img, const CArray<double>& matrix, bool bilinear, const char* name) {
+  if (img.ndim() != 3) throw py::value_error(std::string(name) + ": expected a [C, H, W] uint8 array");
+  if (matrix.ndim() != 2 || matrix.shape(0) != 3 || matrix.shape(1) != 3) {
+    throw py::value_error(std::string(name) + "_matrix: expected a [3, 3] float64 array");
+  }
+  copynce::WarpLayer layer;
+  layer.data = img.data();
+  layer.height = img.shape(1);
+  layer.width = img.shape(2);
+  layer.stride_c = img.strides(0);  // bytes = elements for uint8
+  layer.stride_y = img.strides(1);
+  layer.stride_x = img.strides(2);
+  std::copy(matrix.data(), matrix.data() + 9, layer.matrix);
+  layer.interp = bilinear ? copynce::WarpInterp::kBilinear : copynce::WarpInterp::kNearest;
+  return layer;
+}
+
+CArray<uint8_t> render_view_np(int64_t out_h, int64_t out_w, const StridedU8& image, const CArray<double>& copy_matrix,
+                               bool copy_bilinear, const std::optional<StridedU8>& other,
+                               const std::optional<CArray<double>>& other_matrix, bool other_bilinear,
+                               const CArray<double>& tests, const CArray<int64_t>& test_hw, int64_t num_copy,
+                               int64_t num_shared, const std::vector<float>& weights) {
+  copynce::WarpView view;
+  view.out_h = out_h;
+  view.out_w = out_w;
+  view.copy = warp_layer(image, copy_matrix, copy_bilinear, "image");
+  view.channels = image.shape(0);
+  copynce::WarpLayer other_layer;
+  const bool overlay = other.has_value();
+  if (overlay) {
+    if (!other_matrix) throw py::value_error("other_matrix: required with other");
+    other_layer = warp_layer(*other, *other_matrix, other_bilinear, "other");
+    if (other->shape(0) != view.channels) throw py::value_error("other: expected as many channels as image");
+    view.other = &other_layer;
+  }
+  const int64_t n = tests.ndim() == 3 ? tests.shape(0) : -1;
+  if (n < 0 || tests.shape(1) != 3 || tests.shape(2) != 3 || test_hw.ndim() != 2 || test_hw.shape(0) != n ||
+      test_hw.shape(1) != 2) {
+    throw py::value_error("tests: expected [n, 3, 3] float64 matrices and test_hw [n, 2] int64");
+  }
+  if (num_copy < 0 || num_shared < 0 || num_copy + num_shared + (overlay ? 1 : 0) != n) {
+    throw py::value_error("tests: expected num_copy + num_shared tests, plus the cover test with an overlay");
+  }
+  if (weights.size() != 4) throw py::value_error("weights: expected (a, b, d, g)");
+  std::vector<copynce::WarpTest> all(static_cast<size_t>(n));
+  for (int64_t i = 0; i < n; ++i) {
+    std::copy(tests.data() + 9 * i, tests.data() + 9 * (i + 1), all[i].matrix);
+    all[i].height = test_hw.data()[2 * i];
+    all[i].width = test_hw.data()[2 * i + 1];
+  }
+  view.copy_tests = all.data();
+  view.num_copy_tests = num_copy;
+  view.shared_tests = all.data() + num_copy;
+  view.num_shared_tests = num_shared;
+  view.cover = overlay ? all.data() + num_copy + num_shared : nullptr;
+  std::copy(weights.begin(), weights.end(), view.weights);
+  if (out_h <= 0 || out_w <= 0) throw py::value_error("out_hw: expected positive sizes");
+  CArray<uint8_t> out({view.channels, out_h, out_w});
+  uint8_t* out_ptr = out.mutable_data();
+  try {
+    py::gil_scoped_release nogil;
+    copynce::render_view(view, out_ptr);
+  } catch (const std::invalid_argument& e) {
+    throw py::value_error(e.what());
+  }
+  return out;
+}
+
+void def_warp(py::module_& m) {
+  m.def("render_view", &render_view_np,
+        "render_view(out_h, out_w, image [C,H,W] uint8, copy_matrix [3,3] float64, copy_bilinear, other, other_matrix,\n"
+        "other_bilinear, tests [n,3,3] float64, test_hw [n,2] int64, num_copy, num_shared, weights (a, b, d, g))\n"
+        "-> [C, out_h, out_w] uint8: one view's layered warp, canvas tests and blend (csrc/warp.h). Any strides.",
+        py::arg("out_h"), py::arg("out_w"), py::arg("image").noconvert(), py::arg("copy_matrix").noconvert(),
+        py::arg("copy_bilinear"), py::arg("other").noconvert().none(true),
+        py::arg("other_matrix").noconvert().none(true), py::arg("other_bilinear"),
+        py::arg("tests").noconvert(), py::arg("test_hw").noconvert(), py::arg("num_copy"), py::arg("num_shared"),
+        py::arg("weights"));
+}
+// ---- end of part W ----
+
 }  // namespace
 
 PYBIND11_MODULE(_C, m) {
@@ -251,4 +339,7 @@ PYBIND11_MODULE(_C, m) {
 
   // Photometric ops of the torch executor (csrc/photometric.h; part P of issue 12).
   def_photometric(m);
+
+  // View warps of the torch executor (csrc/warp.h; part W of issue 12).
+  def_warp(m);
 }

@@ -15,10 +15,12 @@ from copynce_fast.data.geometry import canvas_mask, layer_geometry, sample_bilin
 from copynce_fast.data.occluders import composite, render_occluder
 from copynce_fast.data.photometric import LINEAR_KINDS, apply_colour_ops, apply_photo_op
 from copynce_fast.data.plan import AugmentPlan, Occluder, PhotoOp
+from copynce_fast.data.warp_cpp import can_render, render_layers_cpp
 
 __all__ = ["render_geometry", "render_plan", "to_tensor_image"]
 
 Interp = Literal["nearest", "bilinear"]
+Impl = Literal["auto", "torch", "cpp"]
 
 
 def to_tensor_image(arr: np.ndarray) -> torch.Tensor:
@@ -51,22 +53,37 @@ def _all_inside(tests, hw) -> torch.Tensor | None:
 
 
 def _render_layers(plan: AugmentPlan, image: torch.Tensor, other: torch.Tensor | None, interp: Interp,
-                   antialias: bool) -> torch.Tensor:
+                   antialias: bool, impl: Impl = "auto") -> torch.Tensor:
     """render_geometry's pixels, in the sampler's dtype while there is one layer: masking by canvas tests zeroes
     pixels, which integer samples survive exactly, so a uint8 layer stays uint8 (no float round trip); a
-    composite with an overlay is float32."""
+    composite with an overlay is float32.
+
+    impl: "auto" draws the view with the C++ kernel (data.warp_cpp: uint8, bit-equal with nearest sampling,
+    within a grey level with bilinear) when it is built and the images are CPU uint8, else with torch; "torch"
+    forces the torch path below (the kernel's oracle and its fallback); "cpp" requires the kernel.
+    """
     geo = layer_geometry(plan)
     if tuple(image.shape[1:]) != geo.source_hw:
         raise ValueError(f"image: expected spatial size {geo.source_hw} (the plan's source), got "
                          f"{tuple(image.shape[1:])}")
+    if geo.other_matrix is not None and (other is None or tuple(other.shape[1:]) != geo.other_hw):
+        got = None if other is None else tuple(other.shape[1:])
+        raise ValueError(f"other: the plan composites image {plan.overlay.index} of size {geo.other_hw}, "
+                         f"got {got}")
+    if interp not in ("nearest", "bilinear"):
+        raise ValueError(f"interp: expected 'nearest' or 'bilinear', got {interp!r}")
+    if impl not in ("auto", "torch", "cpp"):
+        raise ValueError(f"impl: expected 'auto', 'torch' or 'cpp', got {impl!r}")
+    if impl != "torch":
+        usable = can_render(image, other if geo.other_matrix is not None else None)
+        if impl == "cpp" and not usable:
+            raise ValueError("impl: 'cpp' needs the built extension (copynce_fast._C) and CPU uint8 images")
+        if usable:
+            return render_layers_cpp(geo, image, other, interp, antialias)
     hw = geo.out_hw
     out = _sample(image, geo.copy_matrix, hw, interp, antialias)
     keep = _all_inside(geo.copy_tests, hw)
     if geo.other_matrix is not None:
-        if other is None or tuple(other.shape[1:]) != geo.other_hw:
-            got = None if other is None else tuple(other.shape[1:])
-            raise ValueError(f"other: the plan composites image {plan.overlay.index} of size {geo.other_hw}, "
-                             f"got {got}")
         a, b, d, g = geo.weights
         cover = canvas_mask(geo.cover_test, hw).float()
         w_copy = a + b * cover
@@ -81,14 +98,15 @@ def _render_layers(plan: AugmentPlan, image: torch.Tensor, other: torch.Tensor |
 
 
 def render_geometry(plan: AugmentPlan, image: torch.Tensor, other: torch.Tensor | None = None,
-                    interp: Interp = "bilinear", antialias: bool = True) -> torch.Tensor:
-    """The view's pixels before photometric ops: [C, S, S] float32 (0..255 for uint8 input).
+                    interp: Interp = "bilinear", antialias: bool = True, impl: Impl = "auto") -> torch.Tensor:
+    """The view's pixels before photometric ops: [C, S, S] float32 (0..255 for uint8 input; whole grey levels
+    when the C++ kernel draws it, see ``_render_layers``'s ``impl``).
 
     Args:
         image: the copy's original [C, H, W] (H, W = plan.view.source_hw), any integer or float dtype.
         other: the overlay's original [C, Ho, Wo] when ``plan.overlay`` is set.
     """
-    return _render_layers(plan, image, other, interp, antialias).float()
+    return _render_layers(plan, image, other, interp, antialias, impl).float()
 
 
 def render_plan(plan: AugmentPlan, image: torch.Tensor, other: torch.Tensor | None = None,

@@ -1,0 +1,379 @@
+// One pass per output pixel of a view: map, canvas tests, samples, blend (see warp.h for the contract).
+//
+// Work is done row by row into small row buffers: the masks P, Q, C as bytes, each layer's samples as float32
+// planes, then one blend loop per channel. Affine maps (the common case) cost a bisection per row and test instead
+// of a per-pixel evaluation; perspective maps are evaluated per pixel with the same formula.
+#include "warp.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+namespace copynce {
+namespace {
+
+constexpr double kSnap = 256.0;  // copynce_fast.pixtrace.view.SNAP
+
+// Round half to even without libm: SSE2 has no roundpd, and a libm call per pixel would cost more than the rest.
+// Exact for |v| < 2^51 (adding 1.5 * 2^52 leaves no fraction bits, the default rounding mode breaks ties to even);
+// larger values, infinities and NaN come back unrounded, which fails every canvas test just as the rounded value
+// would (canvas sides are far below 2^43 snapped units).
+inline double round_even(double v) {
+  constexpr double kMagic = 6755399441055744.0;  // 1.5 * 2^52
+  return std::fabs(v) < 2251799813685248.0 ? (v + kMagic) - kMagic : v;
+}
+
+// A view -> image map evaluated as geometry.warp_coords does, with the per-column products computed once:
+// m0 * x is the same double whichever row asks for it.
+class RowMap {
+ public:
+  RowMap(const double* m, int64_t out_w) : cx_(out_w), cy_(out_w), cd_(out_w) {
+    std::copy(m, m + 9, m_);
+    affine_ = m_[6] == 0.0 && m_[7] == 0.0 && m_[8] == 1.0;  // geometry._is_affine
+    bool finite = true;
+    for (double v : m_) finite = finite && std::isfinite(v);
+    intervals_ = affine_ && finite;  // NaN would break the monotonicity the bisection relies on
+    for (int64_t c = 0; c < out_w; ++c) {
+      const double x = static_cast<double>(c) + 0.5;
+      cx_[c] = m_[0] * x;
+      cy_[c] = m_[3] * x;
+      cd_[c] = m_[6] * x;
+    }
+  }
+
+  void set_row(int64_t r) {
+    const double y = static_cast<double>(r) + 0.5;
+    rx_ = m_[1] * y;
+    ry_ = m_[4] * y;
+    rd_ = m_[7] * y;
+  }
+
+  bool affine() const { return affine_; }
+  bool intervals() const { return intervals_; }
+  bool x_rising() const { return !(m_[0] < 0.0); }
+  bool y_rising() const { return !(m_[3] < 0.0); }
+
+  // Affine maps only: the raw coordinates of column c.
+  double ax(int64_t c) const { return (cx_[c] + rx_) + m_[2]; }
+  double ay(int64_t c) const { return (cy_[c] + ry_) + m_[5]; }
+
+  // Any map: the coordinates of column c; false behind the horizon.
+  bool point(int64_t c, double* x, double* y) const {
+    const double nx = ax(c), ny = ay(c);
+    if (affine_) {
+      *x = nx;
+      *y = ny;
+      return true;
+    }
+    const double nd = (cd_[c] + rd_) + m_[8];
+    const bool front = nd > 0.0;
+    const double d = front ? nd : 1.0;
+    *x = nx / d;
+    *y = ny / d;
+    return front;
+  }
+
+ private:
+  double m_[9];
+  bool affine_ = true, intervals_ = true;
+  std::vector<double> cx_, cy_, cd_;
+  double rx_ = 0.0, ry_ = 0.0, rd_ = 0.0;
+};
+
+// Smallest c in [0, n) with pred(c), n if none; pred must be false...false true...true.
+template <typename Pred>
+int64_t first_true(int64_t n, const Pred& pred) {
+  int64_t lo = 0, hi = n;
+  while (lo < hi) {
+    const int64_t mid = lo + (hi - lo) / 2;
+    if (pred(mid)) {
+      hi = mid;
+    } else {
+      lo = mid + 1;
+    }
+  }
+  return lo;
+}
+
+// Columns [lo, hi) whose snapped coordinate s(c) lies in [0, limit), for s monotone (rising or falling).
+template <typename Snapped>
+void inside_interval(int64_t n, bool rising, double limit, const Snapped& s, int64_t* lo, int64_t* hi) {
+  int64_t a, b;
+  if (rising) {
+    a = first_true(n, [&](int64_t c) { return s(c) >= 0.0; });
+    b = first_true(n, [&](int64_t c) { return s(c) >= limit; });
+  } else {
+    a = first_true(n, [&](int64_t c) { return s(c) < limit; });
+    b = first_true(n, [&](int64_t c) { return s(c) < 0.0; });
+  }
+  *lo = std::max(*lo, a);
+  *hi = std::min(*hi, std::max(a, b));
+}
+
+// The columns of the current row whose point passes the canvas test [0, width) x [0, height) (snapped), for an
+// affine map: one interval [lo, hi).
+void affine_inside(const RowMap& map, int64_t height, int64_t width, int64_t n, int64_t* lo, int64_t* hi) {
+  *lo = 0;
+  *hi = n;
+  inside_interval(n, map.x_rising(), static_cast<double>(width) * kSnap,
+                  [&](int64_t c) { return round_even(map.ax(c) * kSnap); }, lo, hi);
+  inside_interval(n, map.y_rising(), static_cast<double>(height) * kSnap,
+                  [&](int64_t c) { return round_even(map.ay(c) * kSnap); }, lo, hi);
+  if (*hi < *lo) *hi = *lo;
+}
+
+inline bool snapped_inside(double x, double y, int64_t height, int64_t width, double* sx, double* sy) {
+  *sx = round_even(x * kSnap);
+  *sy = round_even(y * kSnap);
+  return *sx >= 0.0 && *sx < static_cast<double>(width) * kSnap && *sy >= 0.0 &&
+         *sy < static_cast<double>(height) * kSnap;
+}
+
+// mask[c] &= the canvas test of column c in the current row.
+void and_test_row(const RowMap& map, int64_t height, int64_t width, int64_t n, uint8_t* mask) {
+  if (map.intervals()) {
+    int64_t lo, hi;
+    affine_inside(map, height, width, n, &lo, &hi);
+    std::memset(mask, 0, static_cast<size_t>(lo));
+    std::memset(mask + hi, 0, static_cast<size_t>(n - hi));
+    return;
+  }
+  for (int64_t c = 0; c < n; ++c) {
+    double x, y, sx, sy;
+    const bool front = map.point(c, &x, &y);
+    mask[c] &= static_cast<uint8_t>(front && snapped_inside(x, y, height, width, &sx, &sy));
+  }
+}
+
+struct Sampler {
+  const WarpLayer* layer;
+  RowMap map;
+};
+
+// Nearest samples of the current row (geometry.sample_nearest): off[c] = element offset of the pixel column c
+// shows, -1 where the sample is 0 (outside the image, behind the horizon, or not needed: need[c] == 0). Columns
+// outside [*lo, *hi) are all -1 (and not written).
+void nearest_offsets(const Sampler& s, const uint8_t* need, int64_t n, int32_t* col, int32_t* row, int64_t* off,
+                     int64_t* lo, int64_t* hi) {
+  const WarpLayer& L = *s.layer;
+  if (s.map.intervals()) {
+    affine_inside(s.map, L.height, L.width, n, lo, hi);
+    constexpr double kMagic = 6755399441055744.0;  // round_even without its range test: |256 v| < 256 * side here
+    for (int64_t c = *lo; c < *hi; ++c) {  // vectorised: no branch, no libm
+      // rint(256 v) >= 0 inside the interval, so truncation is floor(rint(256 v) / 256) (division by 256 is exact)
+      col[c] = static_cast<int32_t>(((s.map.ax(c) * kSnap + kMagic) - kMagic) * (1.0 / kSnap));
+      row[c] = static_cast<int32_t>(((s.map.ay(c) * kSnap + kMagic) - kMagic) * (1.0 / kSnap));
+    }
+    const int64_t sy = L.stride_y, sx = L.stride_x;  // locals: the stores below may alias the layer's fields
+    for (int64_t c = *lo; c < *hi; ++c) off[c] = need[c] ? row[c] * sy + col[c] * sx : -1;
+    return;
+  }
+  *lo = 0;
+  *hi = n;
+  for (int64_t c = 0; c < n; ++c) {
+    off[c] = -1;
+    if (!need[c]) continue;
+    double x, y, sx, sy;
+    const bool front = s.map.point(c, &x, &y);
+    if (!(front && snapped_inside(x, y, L.height, L.width, &sx, &sy))) continue;
+    off[c] = static_cast<int64_t>(sy / kSnap) * L.stride_y + static_cast<int64_t>(sx / kSnap) * L.stride_x;
+  }
+}
+
+// render_plan's float -> uint8: round half to even, clamp to [0, 255] (clamping after rounding, on integers).
+inline uint8_t to_grey(float v) {
+  constexpr float kMagic = 12582912.0f;  // 1.5 * 2^23: rounds |v| < 2^22 half to even
+  v = std::fabs(v) < 4194304.0f ? v : (v > 0.0f ? 4194304.0f : 0.0f);  // out of range (or NaN) -> clamped alike
+  const int32_t r = static_cast<int32_t>((v + kMagic) - kMagic);
+  return static_cast<uint8_t>(r < 0 ? 0 : (r > 255 ? 255 : r));
+}
+
+// Bilinear samples of the current row (grid_sample, align_corners=False, zeros padding) at (x - 0.5, y - 0.5),
+// for the columns with need[c] and a tap inside the image; the others are left as they are (0). A tap outside
+// counts as 0 by weight 0 on a clamped (readable) tap: +0 in the same place of the same float32 sum.
+// kToBytes: dst is the uint8 output row (channel planes `plane` apart), rounded; else float32 planes n apart.
+template <bool kToBytes>
+void bilinear_row(const Sampler& s, const uint8_t* __restrict need, int64_t n, int64_t channels, double* xs,
+                  double* ys, void* dst_row, int64_t plane) {
+  const WarpLayer& L = *s.layer;
+  for (int64_t c = 0; c < n; ++c) {  // the points first (vectorised for affine maps: no store aliases the map)
+    double x, y;
+    const bool front = s.map.point(c, &x, &y);
+    xs[c] = front ? x - 0.5 : -2.0;  // behind the horizon: outside
+    ys[c] = y - 0.5;
+  }
+  // Locals and __restrict: the byte stores below may alias anything, which would reload every field per pixel.
+  const int64_t width = L.width, height = L.height, stride_x = L.stride_x, stride_y = L.stride_y;
+  const int64_t sc = L.stride_c;
+  const uint8_t* __restrict data = L.data;
+  const double wd = static_cast<double>(width), hd = static_cast<double>(height);
+  const double* __restrict px = xs;
+  const double* __restrict py = ys;
+  for (int64_t c = 0; c < n; ++c) {
+    const double sx = px[c], sy = py[c];
+    if (!need[c] || !(sx > -1.0 && sx < wd && sy > -1.0 && sy < hd)) continue;  // no tap inside (NaN too)
+    // floor for sx > -1: truncate sx + 1 (exact at these magnitudes), minus 1; no libm call.
+    const int64_t x0 = static_cast<int64_t>(sx + 1.0) - 1, y0 = static_cast<int64_t>(sy + 1.0) - 1;
+    const float tx = static_cast<float>(sx - static_cast<double>(x0));  // exact difference, then float32
+    const float ty = static_cast<float>(sy - static_cast<double>(y0));
+    const float ex = 1.0f - tx, ey = 1.0f - ty;
+    const bool in_x0 = x0 >= 0, in_x1 = x0 + 1 < width, in_y0 = y0 >= 0, in_y1 = y0 + 1 < height;
+    const int64_t ox0 = (in_x0 ? x0 : 0) * stride_x, ox1 = (in_x1 ? x0 + 1 : x0) * stride_x;
+    const int64_t oy0 = (in_y0 ? y0 : 0) * stride_y, oy1 = (in_y1 ? y0 + 1 : y0) * stride_y;
+    const float w_nw = (in_y0 && in_x0) ? ey * ex : 0.0f, w_ne = (in_y0 && in_x1) ? ey * tx : 0.0f;
+    const float w_sw = (in_y1 && in_x0) ? ty * ex : 0.0f, w_se = (in_y1 && in_x1) ? ty * tx : 0.0f;
+    const uint8_t* __restrict d = data;
+    for (int64_t ch = 0; ch < channels; ++ch, d += sc) {
+      // grid_sample's order: nw, ne, sw, se
+      const float v = ((w_nw * static_cast<float>(d[oy0 + ox0]) + w_ne * static_cast<float>(d[oy0 + ox1])) +
+                       w_sw * static_cast<float>(d[oy1 + ox0])) + w_se * static_cast<float>(d[oy1 + ox1]);
+      if (kToBytes) {
+        static_cast<uint8_t*>(dst_row)[ch * plane + c] = to_grey(v);
+      } else {
+        static_cast<float*>(dst_row)[ch * n + c] = v;
+      }
+    }
+  }
+}
+
+// planes[ch * n + c] = the layer's samples of the current row where need[c], 0 elsewhere (float32).
+void sample_planes(const Sampler& s, const uint8_t* need, int64_t n, int64_t channels, int32_t* col, int32_t* row,
+                   int64_t* off, double* xs, double* ys, float* planes) {
+  std::fill(planes, planes + channels * n, 0.0f);
+  const WarpLayer& L = *s.layer;
+  if (L.interp == WarpInterp::kNearest) {
+    int64_t lo, hi;
+    nearest_offsets(s, need, n, col, row, off, &lo, &hi);
+    const uint8_t* data = L.data;
+    const int64_t sc = L.stride_c;
+    for (int64_t c = lo; c < hi; ++c) {
+      if (off[c] < 0) continue;
+      const uint8_t* px = data + off[c];
+      for (int64_t ch = 0; ch < channels; ++ch) planes[ch * n + c] = static_cast<float>(px[ch * sc]);
+    }
+    return;
+  }
+  bilinear_row<false>(s, need, n, channels, xs, ys, planes, n);
+}
+
+// The single-layer row (no overlay): out[ch * plane + c] = the rounded sample where need[c], 0 elsewhere.
+void write_layer_row(const Sampler& s, const uint8_t* need, int64_t n, int64_t channels, int64_t plane,
+                     int32_t* col, int32_t* row, int64_t* off, double* xs, double* ys, uint8_t* out) {
+  for (int64_t ch = 0; ch < channels; ++ch) std::memset(out + ch * plane, 0, static_cast<size_t>(n));
+  const WarpLayer& L = *s.layer;
+  if (L.interp == WarpInterp::kNearest) {  // whole samples: bytes copied, no float round trip
+    int64_t lo, hi;
+    nearest_offsets(s, need, n, col, row, off, &lo, &hi);
+    // Locals and __restrict: a byte store may alias anything, which would reload every field per pixel.
+    const uint8_t* __restrict data = L.data;
+    const int64_t* __restrict offs = off;
+    uint8_t* __restrict dst = out;
+    const int64_t sc = L.stride_c;
+    if (channels == 3) {
+      for (int64_t c = lo; c < hi; ++c) {
+        const int64_t o = offs[c];
+        if (o < 0) continue;
+        dst[c] = data[o];
+        dst[plane + c] = data[o + sc];
+        dst[2 * plane + c] = data[o + 2 * sc];
+      }
+      return;
+    }
+    for (int64_t c = lo; c < hi; ++c) {
+      if (offs[c] < 0) continue;
+      for (int64_t ch = 0; ch < channels; ++ch) dst[ch * plane + c] = data[offs[c] + ch * sc];
+    }
+    return;
+  }
+  bilinear_row<true>(s, need, n, channels, xs, ys, out, plane);
+}
+
+void check_layer(const WarpLayer& L, const char* name) {
+  if (L.data == nullptr || L.height <= 0 || L.width <= 0) {
+    throw std::invalid_argument(std::string(name) + ": expected a non-empty image");
+  }
+}
+
+}  // namespace
+
+void render_view(const WarpView& v, uint8_t* out) {
+  const int64_t h = v.out_h, w = v.out_w, nc = v.channels;
+  if (h <= 0 || w <= 0 || nc <= 0) throw std::invalid_argument("out_hw: expected positive sizes and channels");
+  check_layer(v.copy, "image");
+  const bool overlay = v.other != nullptr;
+  if (overlay) {
+    check_layer(*v.other, "other");
+    if (v.cover == nullptr) throw std::invalid_argument("cover: an overlay needs its cover test");
+  }
+  Sampler copy{&v.copy, RowMap(v.copy.matrix, w)};
+  std::vector<Sampler> other;
+  if (overlay) other.push_back(Sampler{v.other, RowMap(v.other->matrix, w)});
+  auto maps_of = [w](const WarpTest* tests, int64_t count) {
+    std::vector<RowMap> maps;
+    for (int64_t i = 0; i < count; ++i) maps.emplace_back(tests[i].matrix, w);
+    return maps;
+  };
+  std::vector<RowMap> p_maps = maps_of(v.copy_tests, v.num_copy_tests);
+  std::vector<RowMap> q_maps = maps_of(v.shared_tests, v.num_shared_tests);
+  std::vector<RowMap> c_maps = overlay ? maps_of(v.cover, 1) : std::vector<RowMap>();
+
+  std::vector<uint8_t> q(w), p(w), pq(w), cover(w);
+  std::vector<float> copy_planes(nc * w), other_planes(overlay ? nc * w : 0), wc(w), wo(w);
+  std::vector<int32_t> col(w), row(w);
+  std::vector<int64_t> off(w);
+  std::vector<double> xs(w), ys(w);
+  const float a = v.weights[0], b = v.weights[1], d = v.weights[2], g = v.weights[3];
+  const int64_t plane = h * w;
+
+  for (int64_t r = 0; r < h; ++r) {
+    for (auto* maps : {&p_maps, &q_maps, &c_maps}) {
+      for (auto& m : *maps) m.set_row(r);
+    }
+    copy.map.set_row(r);
+    if (overlay) other[0].map.set_row(r);
+
+    std::fill(q.begin(), q.end(), uint8_t(1));
+    for (int64_t i = 0; i < v.num_shared_tests; ++i) {
+      and_test_row(q_maps[i], v.shared_tests[i].height, v.shared_tests[i].width, w, q.data());
+    }
+    std::copy(q.begin(), q.end(), pq.begin());
+    for (int64_t i = 0; i < v.num_copy_tests; ++i) {
+      and_test_row(p_maps[i], v.copy_tests[i].height, v.copy_tests[i].width, w, pq.data());
+    }
+    uint8_t* out_row = out + r * w;
+    if (!overlay) {  // final = Q * P * copy: the copy sampled where P and Q pass, 0 elsewhere
+      write_layer_row(copy, pq.data(), w, nc, plane, col.data(), row.data(), off.data(), xs.data(), ys.data(),
+                      out_row);
+      continue;
+    }
+    // With an overlay: P alone (the copy tests) decides w_copy; Q multiplies the sum. Copy samples are taken only
+    // where P and Q pass, the other layer's where Q passes: elsewhere the torch path multiplies them by 0.
+    std::fill(p.begin(), p.end(), uint8_t(1));
+    for (int64_t i = 0; i < v.num_copy_tests; ++i) {
+      and_test_row(p_maps[i], v.copy_tests[i].height, v.copy_tests[i].width, w, p.data());
+    }
+    std::fill(cover.begin(), cover.end(), uint8_t(1));
+    and_test_row(c_maps[0], v.cover->height, v.cover->width, w, cover.data());
+    sample_planes(copy, pq.data(), w, nc, col.data(), row.data(), off.data(), xs.data(), ys.data(),
+                  copy_planes.data());
+    sample_planes(other[0], q.data(), w, nc, col.data(), row.data(), off.data(), xs.data(), ys.data(),
+                  other_planes.data());
+    for (int64_t c = 0; c < w; ++c) {
+      // executor_torch: w_copy = (a + b * cover) * keep; w_other = d + g * cover; float32, op by op.
+      const float cv = cover[c] ? 1.0f : 0.0f;
+      wc[c] = (b * cv + a) * (p[c] ? 1.0f : 0.0f);
+      wo[c] = (g * cv + d) * (q[c] ? 1.0f : 0.0f);  // Q folded in: copy samples are 0 outside Q already
+    }
+    for (int64_t ch = 0; ch < nc; ++ch) {
+      const float* cp = copy_planes.data() + ch * w;
+      const float* op = other_planes.data() + ch * w;
+      uint8_t* dst = out_row + ch * plane;
+      for (int64_t c = 0; c < w; ++c) dst[c] = to_grey(wc[c] * cp[c] + wo[c] * op[c]);
+    }
+  }
+}
+
+}  // namespace copynce
