@@ -18,6 +18,7 @@ import functools
 from typing import Sequence
 
 import torch
+from torch.utils.data import default_collate
 
 from copynce_fast.pixtrace.batch import pack_pairs
 from copynce_fast.pixtrace.overlap_cpu import patch_overlap_cpu
@@ -39,9 +40,10 @@ def collate_pairs(samples: Sequence[dict], counts_patch_size: int | None = None)
     if counts_patch_size is not None:
         counts = {"counts_qr": patch_overlap_cpu(paths_qr, counts_patch_size),
                   "counts_rq": patch_overlap_cpu(paths_rq, counts_patch_size)}
+    # default_collate stacks tensors straight into shared memory inside a worker (no copy on the way out)
     return {
-        "query": torch.stack([s["query"] for s in samples]),
-        "reference": torch.stack([s["reference"] for s in samples]),
+        "query": default_collate([s["query"] for s in samples]),
+        "reference": default_collate([s["reference"] for s in samples]),
         "paths_qr": paths_qr,
         "paths_rq": paths_rq,
         "is_copy": torch.tensor([s["is_copy"] for s in samples], dtype=torch.bool),

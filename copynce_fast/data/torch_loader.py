@@ -69,7 +69,8 @@ class CopyPairDataset(torch.utils.data.Dataset):
                                self.photometric)
 
         qv, rv = pair.traced_views()
-        new_skips = list(self.source.skips.files.items())[n_known:]
+        files = self.source.skips.files
+        new_skips = list(files.items())[n_known:] if len(files) > n_known else []
         return {"query": render(pair.query), "reference": render(pair.reference), "query_view": qv,
                 "reference_view": rv, "is_copy": pair.is_copy, "copynce": pair.copynce,
                 "source_index": pair.reference.source_index, "skipped": new_skips, "substitutions": substitutions}

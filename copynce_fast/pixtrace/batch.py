@@ -11,7 +11,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from copynce_fast.pixtrace.view import SNAP, View, trace_path
+from copynce_fast.pixtrace.view import SNAP, View
 
 __all__ = ["PackedPaths", "pack_paths", "pack_pairs", "map_pixels", "correspondence_map"]
 
@@ -68,29 +68,60 @@ class PackedPaths:
 
 
 
+def _steps(src: View, dst: View) -> tuple[list, list]:
+    """The matrices and canvases of ``trace_path(src, dst)`` as lists (no TracePath, no per-pair arrays)."""
+    back = src.stages[::-1]
+    mats = [st.inverse for st in back] + [st.matrix for st in dst.stages]
+    canv = [st.in_hw for st in back] + [st.out_hw for st in dst.stages]
+    return mats, canv
+
+
 def pack_paths(src_views: Sequence[View], dst_views: Sequence[View], dtype=torch.float32) -> PackedPaths:
-    """Pack the paths src[b] -> dst[b] of a batch of view pairs (views of the same original per b)."""
+    """Pack the paths src[b] -> dst[b] of a batch of view pairs (views of the same original per b).
+
+    The paths are :func:`~copynce_fast.pixtrace.view.trace_path`'s, padded with identity steps on the destination
+    canvas (``TracePath.padded``), gathered into one array per field with a single stack and scatter.
+    """
     if len(src_views) != len(dst_views) or not src_views:
         raise ValueError(f"dst_views: expected {len(src_views)} views to pair with src_views, got {len(dst_views)}")
-    paths = [trace_path(s, d) for s, d in zip(src_views, dst_views)]
-    src_hw, dst_hw = paths[0].src_hw, paths[0].dst_hw
-    for b, p in enumerate(paths):
-        if p.src_hw != src_hw or p.dst_hw != dst_hw:
-            raise ValueError(f"src_views/dst_views: pair {b} has sizes {p.src_hw}->{p.dst_hw}, "
+    for s, d in zip(src_views, dst_views):
+        if s.source_hw != d.source_hw:  # trace_path's check and message
+            raise ValueError(f"dst: views of different originals (source_hw {s.source_hw} vs {d.source_hw})")
+    src_hw, dst_hw = src_views[0].out_hw, dst_views[0].out_hw
+    for b, (s, d) in enumerate(zip(src_views, dst_views)):
+        if s.out_hw != src_hw or d.out_hw != dst_hw:
+            raise ValueError(f"src_views/dst_views: pair {b} has sizes {s.out_hw}->{d.out_hw}, "
                              f"expected {src_hw}->{dst_hw} like pair 0")
-    steps = max(len(p.matrices) for p in paths)
-    paths = [p.padded(steps) for p in paths]
+    mats, canv, lengths = [], [], []
+    for s, d in zip(src_views, dst_views):
+        m, c = _steps(s, d)
+        mats += m
+        canv += c
+        lengths.append(len(m))
+    num = len(src_views)
+    steps = max(1, max(lengths))  # a pair without stages is one identity step on its (only) canvas = dst_hw
+    matrices = np.empty((num, steps, 3, 3))
+    matrices[:] = np.eye(3)
+    canvases = np.empty((num, steps, 2), dtype=np.int32)
+    canvases[:] = dst_hw
+    if mats:
+        lengths = np.asarray(lengths)
+        pair = np.repeat(np.arange(num), lengths)  # pair and step of each gathered matrix
+        step = np.arange(len(mats)) - np.repeat(np.cumsum(lengths) - lengths, lengths)
+        matrices[pair, step] = np.stack(mats)
+        canvases[pair, step] = canv
 
     def occluders(views, hw):
         if all(v.occluder is None for v in views):
             return None
-        return torch.from_numpy(np.stack([v.occluder if v.occluder is not None else np.zeros(hw, bool)
-                                          for v in views]))
+        out = np.zeros((len(views), *hw), dtype=bool)
+        for b, v in enumerate(views):
+            if v.occluder is not None:
+                out[b] = v.occluder
+        return torch.from_numpy(out)
 
-    return PackedPaths(
-        torch.from_numpy(np.stack([p.matrices for p in paths])).to(dtype),
-        torch.from_numpy(np.stack([p.canvases for p in paths]).astype(np.int32)),
-        src_hw, dst_hw, occluders(src_views, src_hw), occluders(dst_views, dst_hw))
+    return PackedPaths(torch.from_numpy(matrices).to(dtype), torch.from_numpy(canvases), src_hw, dst_hw,
+                       occluders(src_views, src_hw), occluders(dst_views, dst_hw))
 
 
 def pack_pairs(query_views: Sequence[View], reference_views: Sequence[View],

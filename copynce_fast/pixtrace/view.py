@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from copynce_fast.pixtrace.stages import Stage, _check_hw
+from copynce_fast.pixtrace.stages import Stage, _check_hw, fill_inverses
 
 __all__ = ["View", "TracePath", "trace_path", "SNAP"]
 
@@ -43,6 +43,7 @@ class View:
             if st.in_hw != hw:
                 raise ValueError(f"stages[{k}] ({st.name}): in_hw {st.in_hw} does not match the previous canvas {hw}")
             hw = st.out_hw
+        fill_inverses(self.stages)  # executors and trace paths invert every stage of a view: one LAPACK call
         if self.occluder is not None:
             occ = np.asarray(self.occluder, dtype=bool)
             if occ.shape != hw:
