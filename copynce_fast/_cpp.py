@@ -160,12 +160,12 @@ else:
     patch_overlap = patch_overlap_py
 
 # ---- part P (issue 12): photometric ops on planar uint8 images (csrc/photometric.h) ----
-# ``photometric`` is the extension module when it has the four helpers (colour_ops, gaussian_blur, edge_enhance,
-# composite_rgba), else None. They have no numpy twin here: their reference and fallback are the torch
-# implementations in copynce_fast.data.photometric (apply_photo_op_torch) and data.occluders (composite_torch),
-# which say where the two agree bit for bit and where only within a grey level.
+# ``photometric`` is the extension module when it has the five helpers (colour_ops, gaussian_blur, edge_enhance,
+# resize_antialias, composite_rgba), else None. They have no numpy twin here: their reference and fallback are the
+# torch implementations in copynce_fast.data.photometric (apply_photo_op_torch) and data.occluders
+# (composite_torch), which say where the two agree bit for bit and where only within a grey level.
 HAS_PHOTOMETRIC: bool = _C is not None and all(
-    hasattr(_C, f) for f in ("colour_ops", "gaussian_blur", "edge_enhance", "composite_rgba"))
+    hasattr(_C, f) for f in ("colour_ops", "gaussian_blur", "edge_enhance", "resize_antialias", "composite_rgba"))
 photometric = _C if HAS_PHOTOMETRIC else None
 
 # ---- part W (issue 12): view warps (csrc/warp.h) ----

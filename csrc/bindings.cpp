@@ -188,6 +188,21 @@ U8 gaussian_blur_np(const U8& img, const CArray<float>& taps) {
   return out;
 }
 
+U8 resize_antialias_np(const U8& img, int64_t out_h, int64_t out_w) {
+  check_planar(img, "img", false);
+  if (out_h < 1 || out_w < 1 || out_h > img.shape(1) || out_w > img.shape(2)) {
+    throw py::value_error("out_h, out_w: expected a down-scale, 1 <= out size <= the image size");
+  }
+  U8 out({img.shape(0), out_h, out_w});
+  const uint8_t* src = img.data();
+  uint8_t* dst = out.mutable_data();
+  {
+    py::gil_scoped_release nogil;
+    copynce::resize_antialias(src, dst, img.shape(0), img.shape(1), img.shape(2), out_h, out_w);
+  }
+  return out;
+}
+
 U8 edge_enhance_np(const U8& img, bool more) {
   check_planar(img, "img", false);
   U8 out({img.shape(0), img.shape(1), img.shape(2)});
@@ -224,6 +239,10 @@ void def_photometric(py::module_& m) {
         "gaussian_blur(img [C,H,W] uint8, taps [2r+1] float32) -> [C,H,W] uint8: separable, reflect border\n"
         "(replicate on an axis not longer than r), rounded half to even. C-contiguous arrays.",
         py::arg("img").noconvert(), py::arg("taps").noconvert());
+  m.def("resize_antialias", &resize_antialias_np,
+        "resize_antialias(img [C,H,W] uint8, out_h, out_w) -> [C,out_h,out_w] uint8: antialiased bilinear\n"
+        "down-scale (torch's antialias=True, align_corners=False), rounded half to even. C-contiguous.",
+        py::arg("img").noconvert(), py::arg("out_h"), py::arg("out_w"));
   m.def("edge_enhance", &edge_enhance_np,
         "edge_enhance(img [C,H,W] uint8, more) -> [C,H,W] uint8: PIL's EDGE_ENHANCE(_MORE), replicate border.",
         py::arg("img").noconvert(), py::arg("more"));

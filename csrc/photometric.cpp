@@ -132,6 +132,69 @@ COPYNCE_PHOTO_CLONES void over_row(const uint8_t* __restrict colour, const uint8
   }
 }
 
+// torch's antialiased linear weights along one axis (UpSampleKernel.cpp, _compute_indices_min_size_weights_aa, in
+// its float / double mix): output i reads input [first[i], first[i] + count[i]) with weights w[i * taps + j].
+struct AxisWeights {
+  int64_t taps = 0;
+  std::vector<int64_t> first, count;
+  std::vector<float> w;
+};
+
+AxisWeights antialias_weights(int64_t in, int64_t out) {
+  AxisWeights a;
+  const float scale = static_cast<float>(in) / static_cast<float>(out);
+  const float support = scale >= 1.0f ? 1.0f * scale : 1.0f;  // interp_size / 2 = 1 for bilinear
+  const float invscale = scale >= 1.0f ? 1.0f / scale : 1.0f;
+  a.taps = static_cast<int64_t>(std::ceil(support)) * 2 + 1;
+  a.first.resize(static_cast<size_t>(out));
+  a.count.resize(static_cast<size_t>(out));
+  a.w.assign(static_cast<size_t>(out * a.taps), 0.0f);
+  for (int64_t i = 0; i < out; ++i) {
+    const float center = static_cast<float>(scale * (i + 0.5));
+    const int64_t lo = std::max(static_cast<int64_t>(center - support + 0.5), int64_t(0));
+    const int64_t n = std::clamp(std::min(static_cast<int64_t>(center + support + 0.5), in) - lo, int64_t(0), a.taps);
+    float* w = a.w.data() + i * a.taps;
+    float total = 0.0f;
+    for (int64_t j = 0; j < n; ++j) {
+      const float x = std::fabs(static_cast<float>((static_cast<float>(j + lo) - center + 0.5) * invscale));
+      w[j] = x < 1.0f ? 1.0f - x : 0.0f;
+      total += w[j];
+    }
+    if (total != 0.0f) {
+      for (int64_t j = 0; j < n; ++j) w[j] /= total;
+    }
+    a.first[i] = lo;
+    a.count[i] = n;
+  }
+  return a;
+}
+
+// d[x * rows + y] = s[y * cols + x] (uint8 -> float), in square tiles so that both sides stay in cache lines.
+constexpr int64_t kTile = 32;
+
+void transpose_widen(const uint8_t* s, int64_t rows, int64_t cols, float* d) {
+  for (int64_t y0 = 0; y0 < rows; y0 += kTile) {
+    for (int64_t x0 = 0; x0 < cols; x0 += kTile) {
+      const int64_t y1 = std::min(y0 + kTile, rows), x1 = std::min(x0 + kTile, cols);
+      for (int64_t y = y0; y < y1; ++y) {
+        for (int64_t x = x0; x < x1; ++x) d[x * rows + y] = s[y * cols + x];
+      }
+    }
+  }
+}
+
+// d[x * rows + y] = s[y * cols + x] (float).
+void transpose(const float* s, int64_t rows, int64_t cols, float* d) {
+  for (int64_t y0 = 0; y0 < rows; y0 += kTile) {
+    for (int64_t x0 = 0; x0 < cols; x0 += kTile) {
+      const int64_t y1 = std::min(y0 + kTile, rows), x1 = std::min(x0 + kTile, cols);
+      for (int64_t y = y0; y < y1; ++y) {
+        for (int64_t x = x0; x < x1; ++x) d[x * rows + y] = s[y * cols + x];
+      }
+    }
+  }
+}
+
 }  // namespace
 
 void colour_ops(const uint8_t* src, uint8_t* dst, int64_t pixels, const float* maps, int64_t n_maps) {
@@ -177,6 +240,30 @@ void gaussian_blur(const uint8_t* src, uint8_t* dst, int64_t channels, int64_t h
       }
       tap_row(rows.data(), taps, n_taps, width, row.data());
       narrow_row(row.data(), width, dst + (c * height + y) * width);
+    }
+  }
+}
+
+void resize_antialias(const uint8_t* src, uint8_t* dst, int64_t channels, int64_t height, int64_t width,
+                      int64_t out_h, int64_t out_w) {
+  // Both passes combine whole rows (vectorised tap_row): the columns pass runs on the transposed plane.
+  const AxisWeights rows_w = antialias_weights(height, out_h), cols_w = antialias_weights(width, out_w);
+  std::vector<float> plane_t(static_cast<size_t>(width * height)), narrow_t(static_cast<size_t>(out_w * height));
+  std::vector<float> narrow(static_cast<size_t>(height * out_w)), row(static_cast<size_t>(out_w));
+  std::vector<const float*> rows(static_cast<size_t>(std::max(rows_w.taps, cols_w.taps)));
+  for (int64_t c = 0; c < channels; ++c) {
+    const uint8_t* s = src + c * height * width;
+    transpose_widen(s, height, width, plane_t.data());
+    for (int64_t x = 0; x < out_w; ++x) {
+      for (int64_t j = 0; j < cols_w.count[x]; ++j) rows[j] = plane_t.data() + (cols_w.first[x] + j) * height;
+      tap_row(rows.data(), cols_w.w.data() + x * cols_w.taps, cols_w.count[x], height,
+              narrow_t.data() + x * height);
+    }
+    transpose(narrow_t.data(), out_w, height, narrow.data());
+    for (int64_t y = 0; y < out_h; ++y) {
+      for (int64_t j = 0; j < rows_w.count[y]; ++j) rows[j] = narrow.data() + (rows_w.first[y] + j) * out_w;
+      tap_row(rows.data(), rows_w.w.data() + y * rows_w.taps, rows_w.count[y], out_w, row.data());
+      narrow_row(row.data(), out_w, dst + (c * out_h + y) * out_w);
     }
   }
 }

@@ -5,10 +5,11 @@
 // Exactness against the torch reference:
 // - edge_enhance and composite_rgba are integer maths and bit-equal (the reference's floats are exact there, or
 //   never near a rounding tie; see photometric.cpp).
-// - colour_ops and gaussian_blur compute in float32 op by op without FMA contraction, in a fixed order; torch
-//   sums in its own order (einsum's GEMM, vectorised fmadd), so a value within a few ulps of a .5 tie may round
-//   the other way: at most 1 grey level, on a tiny fraction of pixels (tests/test_data_photometric_cpp.py bounds
-//   it). Results do not depend on the machine (the AVX2 clones round like the baseline build).
+// - colour_ops, gaussian_blur and resize_antialias compute in float32 op by op without FMA contraction, in a fixed
+//   order; torch sums in its own order (einsum's GEMM, vectorised fmadd, separable passes), so a value within a
+//   few ulps of a .5 tie may round the other way: at most 1 grey level, on a tiny fraction of pixels
+//   (tests/test_data_photometric_cpp.py bounds it). Results do not depend on the machine (the AVX2 clones round
+//   like the baseline build).
 #pragma once
 
 #include <cstdint>
@@ -25,6 +26,13 @@ void colour_ops(const uint8_t* src, uint8_t* dst, int64_t pixels, const float* m
 // Accumulation per pixel: acc = v_0 k_0, then acc = acc + k_j v_j for j = 1 .. 2 radius (the reference's order).
 void gaussian_blur(const uint8_t* src, uint8_t* dst, int64_t channels, int64_t height, int64_t width,
                    const float* taps, int64_t radius);
+
+// Antialiased bilinear down-scale (torch's F.interpolate(mode="bilinear", antialias=True, align_corners=False) on
+// float input): a triangle filter stretched by the scale, weights normalised per output pixel, columns then rows
+// (torch: rows then columns; the same sums in another float order), rounded half to even and clamped to uint8.
+// src [channels, height, width] -> dst [channels, out_h, out_w]; out_h <= height and out_w <= width.
+void resize_antialias(const uint8_t* src, uint8_t* dst, int64_t channels, int64_t height, int64_t width,
+                      int64_t out_h, int64_t out_w);
 
 // PIL's EDGE_ENHANCE (more = false: ((11 x - box3x3) / 2), rounded half to even) or EDGE_ENHANCE_MORE
 // (10 x - box3x3), replicate border, clamped to [0, 255]. Integer maths.

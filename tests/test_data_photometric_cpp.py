@@ -1,5 +1,5 @@
 """The C++ photometric ops (csrc/photometric.h) against the torch reference (apply_photo_op_torch, composite_torch):
-edge and composite bit for bit, colour ops and blur within one grey level on a tiny fraction of pixels; and the
+edge and composite bit for bit, colour ops, blur and pixelize within one grey level on a tiny fraction of pixels; the
 uint8 short cuts of the torch path (pixelize's gather, jpeg's planes) against the plain formulas they replace."""
 import io
 
@@ -86,6 +86,25 @@ def test_blur_matches_torch(sigma, hw):
 
 
 @needs_cpp
+@pytest.mark.parametrize("hw", [(224, 224), (61, 83), (3, 50)])
+def test_pixelize_matches_torch(hw):
+    noise = torch.randint(0, 256, (3, *hw), dtype=torch.uint8, generator=torch.Generator().manual_seed(2))
+    got, ref = [], []
+    for x in images(2, hw, seed=3) + [noise]:
+        for r in np.linspace(0.01, 1.0, 17):
+            op = PhotoOp("pixelize", (float(r),))
+            got.append(apply_photo_op(x, op).flatten())
+            ref.append(apply_photo_op_torch(x, op).flatten())
+    # over all ratios: the up-scale repeats a small image's pixel (and its rare float tie) 1 / ratio^2 times
+    assert_within_a_grey_level(torch.cat(got), torch.cat(ref))
+    h, w = hw
+    small = torch.from_numpy(_cpp.photometric.resize_antialias(noise.numpy(), max(1, h // 3), w // 3))
+    ref = F.interpolate(noise[None].float(), size=tuple(small.shape[1:]), mode="bilinear", antialias=True,
+                        align_corners=False)[0].round().clamp(0, 255).to(torch.uint8)
+    assert_within_a_grey_level(small, ref)
+
+
+@needs_cpp
 @pytest.mark.parametrize("hw", [(61, 83), (1, 9), (2, 2), (9, 1)])
 def test_edge_is_bit_equal(hw):
     for more in (0.0, 1.0):
@@ -130,6 +149,8 @@ def test_bad_arguments_raise():
         _cpp.photometric.colour_ops(x, np.full((1, 3, 4), np.nan, np.float32))
     with pytest.raises(ValueError, match="top, left"):
         _cpp.photometric.composite_rgba(x.copy(), np.zeros((5, 5, 4), np.uint8), 59, 0)
+    with pytest.raises(ValueError, match="out_h"):
+        _cpp.photometric.resize_antialias(x, x.shape[1] + 1, 5)
     with pytest.raises(TypeError):  # no silent conversion
         _cpp.photometric.edge_enhance(x.astype(np.float32), True)
 

@@ -16,9 +16,10 @@ decode), blur (Gaussian, reflect border), edge (PIL's EDGE_ENHANCE / EDGE_ENHANC
 border), noise (seeded Gaussian).
 
 ``apply_photo_op_torch`` is the reference. ``apply_photo_op`` / ``apply_colour_ops`` (what the executor calls) run
-colour ops, blur and edge through the C++ helpers of csrc/photometric.h when the extension is built: edge is
-bit-equal; colour ops and blur sum in float32 in another order than torch's GEMM / fmadd, so a pixel whose value
-lies within float rounding of a .5 tie may land one grey level off (tests/test_data_photometric_cpp.py bounds it).
+colour ops, blur, edge and pixelize's down-scale through the C++ helpers of csrc/photometric.h when the extension
+is built: edge is bit-equal; the others sum in float32 in another order than torch (GEMM, fmadd, separable passes),
+so a pixel whose value lies within float rounding of a .5 tie may land one grey level off
+(tests/test_data_photometric_cpp.py bounds it).
 Either way, same plan => same pixels on a given install.
 """
 from __future__ import annotations
@@ -169,6 +170,20 @@ def _nearest_exact_index(n_in: int, n_out: int, axis: int) -> np.ndarray:
     return F.interpolate(pos, size=tuple(size), mode="nearest-exact").reshape(-1).long().numpy()
 
 
+def _pixelize(img: torch.Tensor, ratio: float, cpp: bool) -> torch.Tensor:
+    """Down-scale by ``ratio`` (antialiased bilinear, rounded to uint8: in C++ when ``cpp``, else torch), then
+    nearest-exact up-scale back to the image size, as a gather of rows and columns (F.interpolate's pixels)."""
+    _, h, w = img.shape
+    sh, sw = max(1, round(h * ratio)), max(1, round(w * ratio))
+    if cpp:
+        small = _CPP.resize_antialias(_planar(img), sh, sw)
+    else:
+        small = F.interpolate(img[None].float(), size=(sh, sw), mode="bilinear", antialias=True, align_corners=False)
+        small = small[0].round_().clamp_(0, 255).to(torch.uint8).numpy()
+    big = small.take(_nearest_exact_index(sh, h, 0), axis=1).take(_nearest_exact_index(sw, w, 1), axis=2)
+    return torch.from_numpy(big)
+
+
 def _jpeg(img: torch.Tensor, quality: int) -> torch.Tensor:
     """img [3, H, W] uint8 through PIL's JPEG encoder and decoder at ``quality``. The planes go in through
     Image.merge and come back through split: the same pixels as an interleaved [H, W, 3] round trip, fewer copies."""
@@ -216,6 +231,8 @@ def apply_photo_op(img: torch.Tensor, op: PhotoOp) -> torch.Tensor:
             return torch.from_numpy(_CPP.gaussian_blur(_planar(img), gaussian_taps(float(op.params[0])).numpy()))
         if op.kind == "edge":
             return torch.from_numpy(_CPP.edge_enhance(_planar(img), bool(op.params[0])))
+        if op.kind == "pixelize" and op.params[0] <= 1.0:
+            return _pixelize(img, float(op.params[0]), cpp=True)
     return apply_photo_op_torch(img, op)
 
 
@@ -227,12 +244,7 @@ def apply_photo_op_torch(img: torch.Tensor, op: PhotoOp) -> torch.Tensor:
         y = torch.einsum("ij,jhw->ihw", m[:, :3], img.float()).add_(m[:, 3].view(3, 1, 1))
         return y.round_().clamp_(0, 255).to(torch.uint8)
     if op.kind == "pixelize":
-        sh, sw = max(1, round(h * op.params[0])), max(1, round(w * op.params[0]))
-        small = F.interpolate(img[None].float(), size=(sh, sw), mode="bilinear", antialias=True, align_corners=False)
-        small = small[0].round_().clamp_(0, 255).to(torch.uint8).numpy()
-        # F.interpolate(..., mode="nearest-exact") up to (h, w) is a gather of rows, then of columns: in uint8
-        big = small.take(_nearest_exact_index(sh, h, 0), axis=1).take(_nearest_exact_index(sw, w, 1), axis=2)
-        return torch.from_numpy(big)
+        return _pixelize(img, float(op.params[0]), cpp=False)
     if op.kind == "shuffle":
         idx, src = shuffle_indices(op.seed, h * w, float(op.params[0]))
         flat = img.reshape(c, -1).clone()
