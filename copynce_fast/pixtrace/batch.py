@@ -76,12 +76,19 @@ def _steps(src: View, dst: View) -> tuple[list, list]:
     return mats, canv
 
 
-def pack_paths(src_views: Sequence[View], dst_views: Sequence[View], dtype=torch.float32) -> PackedPaths:
-    """Pack the paths src[b] -> dst[b] of a batch of view pairs (views of the same original per b).
+def _occluders(views: Sequence[View], hw) -> torch.Tensor | None:
+    """[B, H, W] bool of the views' occluder masks (False for a view without one), or None if none has one."""
+    if all(v.occluder is None for v in views):
+        return None
+    out = np.zeros((len(views), *hw), dtype=bool)
+    for b, v in enumerate(views):
+        if v.occluder is not None:
+            out[b] = v.occluder
+    return torch.from_numpy(out)
 
-    The paths are :func:`~copynce_fast.pixtrace.view.trace_path`'s, padded with identity steps on the destination
-    canvas (``TracePath.padded``), gathered into one array per field with a single stack and scatter.
-    """
+
+def _checked_sizes(src_views: Sequence[View], dst_views: Sequence[View]) -> tuple[tuple, tuple]:
+    """(src_hw, dst_hw) of a batch of view pairs; raises ValueError as trace_path and pack_paths always did."""
     if len(src_views) != len(dst_views) or not src_views:
         raise ValueError(f"dst_views: expected {len(src_views)} views to pair with src_views, got {len(dst_views)}")
     for s, d in zip(src_views, dst_views):
@@ -92,6 +99,12 @@ def pack_paths(src_views: Sequence[View], dst_views: Sequence[View], dtype=torch
         if s.out_hw != src_hw or d.out_hw != dst_hw:
             raise ValueError(f"src_views/dst_views: pair {b} has sizes {s.out_hw}->{d.out_hw}, "
                              f"expected {src_hw}->{dst_hw} like pair 0")
+    return src_hw, dst_hw
+
+
+def _packed(src_views, dst_views, dtype, src_occluder, dst_occluder) -> PackedPaths:
+    """The paths of checked view pairs (see pack_paths), with the occluder stacks given."""
+    src_hw, dst_hw = src_views[0].out_hw, dst_views[0].out_hw
     mats, canv, lengths = [], [], []
     for s, d in zip(src_views, dst_views):
         m, c = _steps(s, d)
@@ -110,24 +123,30 @@ def pack_paths(src_views: Sequence[View], dst_views: Sequence[View], dtype=torch
         step = np.arange(len(mats)) - np.repeat(np.cumsum(lengths) - lengths, lengths)
         matrices[pair, step] = np.stack(mats)
         canvases[pair, step] = canv
-
-    def occluders(views, hw):
-        if all(v.occluder is None for v in views):
-            return None
-        out = np.zeros((len(views), *hw), dtype=bool)
-        for b, v in enumerate(views):
-            if v.occluder is not None:
-                out[b] = v.occluder
-        return torch.from_numpy(out)
-
     return PackedPaths(torch.from_numpy(matrices).to(dtype), torch.from_numpy(canvases), src_hw, dst_hw,
-                       occluders(src_views, src_hw), occluders(dst_views, dst_hw))
+                       src_occluder, dst_occluder)
+
+
+def pack_paths(src_views: Sequence[View], dst_views: Sequence[View], dtype=torch.float32) -> PackedPaths:
+    """Pack the paths src[b] -> dst[b] of a batch of view pairs (views of the same original per b).
+
+    The paths are :func:`~copynce_fast.pixtrace.view.trace_path`'s, padded with identity steps on the destination
+    canvas (``TracePath.padded``), gathered into one array per field with a single stack and scatter.
+    """
+    src_hw, dst_hw = _checked_sizes(src_views, dst_views)
+    return _packed(src_views, dst_views, dtype, _occluders(src_views, src_hw), _occluders(dst_views, dst_hw))
 
 
 def pack_pairs(query_views: Sequence[View], reference_views: Sequence[View],
                dtype=torch.float32) -> tuple[PackedPaths, PackedPaths]:
-    """Both directions of a batch of pairs: (query -> reference, reference -> query)."""
-    return pack_paths(query_views, reference_views, dtype), pack_paths(reference_views, query_views, dtype)
+    """Both directions of a batch of pairs: (query -> reference, reference -> query).
+
+    Each side's occluder stack is made once and shared by both directions (the same tensor, read only).
+    """
+    q_hw, r_hw = _checked_sizes(query_views, reference_views)
+    q_occ, r_occ = _occluders(query_views, q_hw), _occluders(reference_views, r_hw)
+    return (_packed(query_views, reference_views, dtype, q_occ, r_occ),
+            _packed(reference_views, query_views, dtype, r_occ, q_occ))
 
 
 def _snap_floor(v: torch.Tensor) -> torch.Tensor:
