@@ -117,7 +117,8 @@ def test_singularity_is_decided_like_np_linalg_det():
     cases = [np.diag([1.0, 1.0, d]) for d in np.geomspace(1e-14, 1e-10, 41)]
     for _ in range(200):  # rank-2 matrices nudged by ~1e-12: LAPACK's determinant decides near the threshold
         m = rng.standard_normal((3, 3)) * rng.uniform(0.1, 100)
-        m[2] = m[0] * rng.standard_normal() + m[1] * rng.standard_normal() + rng.standard_normal(3) * 1e-12 * abs(m).max()
+        nudge = rng.standard_normal(3) * 1e-12 * abs(m).max()
+        m[2] = m[0] * rng.standard_normal() + m[1] * rng.standard_normal() + nudge
         cases.append(m)
     for m in cases:
         singular = abs(np.linalg.det(m / np.abs(m).max())) < 1e-12

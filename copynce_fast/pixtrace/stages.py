@@ -206,7 +206,9 @@ def affine(in_hw, matrix, out_hw=None) -> Stage:
     m = np.asarray(matrix, dtype=np.float64)
     if m.shape == (2, 3):
         m = np.vstack([m, [0.0, 0.0, 1.0]])
-    if m.shape != (3, 3) or not np.allclose(m[2], [0.0, 0.0, 1.0]):
+    # np.allclose(m[2], [0, 0, 1]) (rtol 1e-5, atol 1e-8), on three Python floats
+    if m.shape != (3, 3) or not all(abs(x - y) <= 1e-8 + 1e-5 * abs(y)
+                                    for x, y in zip(m[2].tolist(), (0.0, 0.0, 1.0))):
         raise ValueError(f"matrix: expected an affine (2, 3) or (3, 3) matrix, got {m.tolist()}")
     return Stage(m, in_hw, out_hw if out_hw is not None else in_hw, "affine")
 
