@@ -1,8 +1,13 @@
 // One pass per output pixel of a view: map, canvas tests, samples, blend (see warp.h for the contract).
 //
-// Work is done row by row into small row buffers: the masks P, Q, C as bytes, each layer's samples as float32
-// planes, then one blend loop per channel. Affine maps (the common case) cost a bisection per row and test instead
-// of a per-pixel evaluation; perspective maps are evaluated per pixel with the same formula.
+// Work is done row by row: the masks P, Q, C as bytes; then, without an overlay, the copy's samples go straight
+// to the output (bytes copied for nearest, rounded floats for bilinear); with one, both layers are sampled into
+// float32 planes and blended. Affine maps (the common case) cost a bisection per row and test instead of a
+// per-pixel evaluation; perspective maps are evaluated per pixel with the same formula. Bilinear taps are laid out
+// per row (offsets, weights) and gathered four columns at a time with SSE2 where the compiler targets x86-64: the
+// same float32 operations lane by lane as the scalar loop that handles the tail and other CPUs.
+//
+// Speed (2-core dev VM, one thread, 224 x 224 from 500 x 375, 2026-12-02): nearest ~0.2 ms, bilinear ~0.85 ms.
 #include "warp.h"
 
 #include <algorithm>
@@ -11,6 +16,10 @@
 #include <stdexcept>
 #include <string>
 #include <vector>
+
+#if defined(__SSE2__) || defined(_M_X64)
+#include <emmintrin.h>  // SSE2: part of every x86-64 CPU
+#endif
 
 namespace copynce {
 namespace {
@@ -191,49 +200,131 @@ inline uint8_t to_grey(float v) {
   return static_cast<uint8_t>(r < 0 ? 0 : (r > 255 ? 255 : r));
 }
 
-// Bilinear samples of the current row (grid_sample, align_corners=False, zeros padding) at (x - 0.5, y - 0.5),
-// for the columns with need[c] and a tap inside the image; the others are left as they are (0). A tap outside
-// counts as 0 by weight 0 on a clamped (readable) tap: +0 in the same place of the same float32 sum.
-// kToBytes: dst is the uint8 output row (channel planes `plane` apart), rounded; else float32 planes n apart.
-template <bool kToBytes>
-void bilinear_row(const Sampler& s, const uint8_t* __restrict need, int64_t n, int64_t channels, double* xs,
-                  double* ys, void* dst_row, int64_t plane) {
+// Bilinear taps of one row: value(c) = ((w[0] v[0] + w[1] v[1]) + w[2] v[2]) + w[3] v[3] in float32, v[k] the
+// byte at offset[k][c] (+ the channel's offset), in grid_sample's order nw, ne, sw, se. A tap outside the image,
+// and every tap of a column not sampled, has weight 0 on a clamped (readable) offset: it adds +0 in the same place
+// of the same sum as grid_sample's masked tap, without a branch. Offsets are int32: warp_cpp sends images of
+// fewer than 2^31 elements (larger ones take the torch path).
+struct BilinearTaps {
+  explicit BilinearTaps(int64_t n) {
+    for (int k = 0; k < 4; ++k) {
+      offset[k].resize(n);
+      weight[k].resize(n);
+    }
+  }
+  std::vector<int32_t> offset[4];
+  std::vector<float> weight[4];
+};
+
+// The taps of the current row (grid_sample, align_corners=False, zeros padding) at (x - 0.5, y - 0.5) of each
+// column's point, for the columns with need[c] (the others weigh 0). Branch-free, so it vectorises.
+void bilinear_taps(const Sampler& s, const uint8_t* __restrict need, int64_t n, double* __restrict xs,
+                   double* __restrict ys, BilinearTaps* t) {
   const WarpLayer& L = *s.layer;
-  for (int64_t c = 0; c < n; ++c) {  // the points first (vectorised for affine maps: no store aliases the map)
+  for (int64_t c = 0; c < n; ++c) {  // the points first (vectorised for affine maps)
     double x, y;
     const bool front = s.map.point(c, &x, &y);
     xs[c] = front ? x - 0.5 : -2.0;  // behind the horizon: outside
     ys[c] = y - 0.5;
   }
-  // Locals and __restrict: the byte stores below may alias anything, which would reload every field per pixel.
-  const int64_t width = L.width, height = L.height, stride_x = L.stride_x, stride_y = L.stride_y;
-  const int64_t sc = L.stride_c;
-  const uint8_t* __restrict data = L.data;
+  const int32_t width = static_cast<int32_t>(L.width), height = static_cast<int32_t>(L.height);
+  const int32_t stride_x = static_cast<int32_t>(L.stride_x), stride_y = static_cast<int32_t>(L.stride_y);
   const double wd = static_cast<double>(width), hd = static_cast<double>(height);
-  const double* __restrict px = xs;
-  const double* __restrict py = ys;
+  int32_t* __restrict o0 = t->offset[0].data();
+  int32_t* __restrict o1 = t->offset[1].data();
+  int32_t* __restrict o2 = t->offset[2].data();
+  int32_t* __restrict o3 = t->offset[3].data();
+  float* __restrict w0 = t->weight[0].data();
+  float* __restrict w1 = t->weight[1].data();
+  float* __restrict w2 = t->weight[2].data();
+  float* __restrict w3 = t->weight[3].data();
   for (int64_t c = 0; c < n; ++c) {
-    const double sx = px[c], sy = py[c];
-    if (!need[c] || !(sx > -1.0 && sx < wd && sy > -1.0 && sy < hd)) continue;  // no tap inside (NaN too)
-    // floor for sx > -1: truncate sx + 1 (exact at these magnitudes), minus 1; no libm call.
-    const int64_t x0 = static_cast<int64_t>(sx + 1.0) - 1, y0 = static_cast<int64_t>(sy + 1.0) - 1;
+    double sx = xs[c], sy = ys[c];
+    const bool ok = (need[c] != 0) & (sx > -1.0) & (sx < wd) & (sy > -1.0) & (sy < hd);  // a tap inside
+    sx = ok ? sx : 0.0;  // any readable point: its weights are 0
+    sy = ok ? sy : 0.0;
+    // floor for v > -1: truncate v + 1 (exact at these magnitudes), minus 1; no libm call.
+    const int32_t x0 = static_cast<int32_t>(sx + 1.0) - 1, y0 = static_cast<int32_t>(sy + 1.0) - 1;
     const float tx = static_cast<float>(sx - static_cast<double>(x0));  // exact difference, then float32
     const float ty = static_cast<float>(sy - static_cast<double>(y0));
     const float ex = 1.0f - tx, ey = 1.0f - ty;
-    const bool in_x0 = x0 >= 0, in_x1 = x0 + 1 < width, in_y0 = y0 >= 0, in_y1 = y0 + 1 < height;
-    const int64_t ox0 = (in_x0 ? x0 : 0) * stride_x, ox1 = (in_x1 ? x0 + 1 : x0) * stride_x;
-    const int64_t oy0 = (in_y0 ? y0 : 0) * stride_y, oy1 = (in_y1 ? y0 + 1 : y0) * stride_y;
-    const float w_nw = (in_y0 && in_x0) ? ey * ex : 0.0f, w_ne = (in_y0 && in_x1) ? ey * tx : 0.0f;
-    const float w_sw = (in_y1 && in_x0) ? ty * ex : 0.0f, w_se = (in_y1 && in_x1) ? ty * tx : 0.0f;
-    const uint8_t* __restrict d = data;
-    for (int64_t ch = 0; ch < channels; ++ch, d += sc) {
-      // grid_sample's order: nw, ne, sw, se
-      const float v = ((w_nw * static_cast<float>(d[oy0 + ox0]) + w_ne * static_cast<float>(d[oy0 + ox1])) +
-                       w_sw * static_cast<float>(d[oy1 + ox0])) + w_se * static_cast<float>(d[oy1 + ox1]);
+    const bool in_x0 = x0 >= 0, in_x1 = x0 + 1 < width, in_y0 = ok & (y0 >= 0), in_y1 = ok & (y0 + 1 < height);
+    const int32_t ox0 = (in_x0 ? x0 : 0) * stride_x, ox1 = (in_x1 ? x0 + 1 : x0) * stride_x;
+    const int32_t oy0 = (y0 >= 0 ? y0 : 0) * stride_y, oy1 = (y0 + 1 < height ? y0 + 1 : y0) * stride_y;
+    o0[c] = oy0 + ox0;
+    o1[c] = oy0 + ox1;
+    o2[c] = oy1 + ox0;
+    o3[c] = oy1 + ox1;
+    w0[c] = (in_y0 & in_x0) ? ey * ex : 0.0f;
+    w1[c] = (in_y0 & in_x1) ? ey * tx : 0.0f;
+    w2[c] = (in_y1 & in_x0) ? ty * ex : 0.0f;
+    w3[c] = (in_y1 & in_x1) ? ty * tx : 0.0f;
+  }
+}
+
+// One column's sample of one channel (d: the channel's first byte).
+inline float bilinear_at(const int32_t* const* o, const float* const* w, const uint8_t* d, int64_t c) {
+  return ((w[0][c] * static_cast<float>(d[o[0][c]]) + w[1][c] * static_cast<float>(d[o[1][c]])) +
+          w[2][c] * static_cast<float>(d[o[2][c]])) +
+         w[3][c] * static_cast<float>(d[o[3][c]]);
+}
+
+#if defined(__SSE2__) || defined(_M_X64)
+// Four columns at once: the same float32 operations lane by lane (so bit-equal to bilinear_at).
+inline __m128 bilinear_at4(const int32_t* const* o, const float* const* w, const uint8_t* d, int64_t c) {
+  auto taps = [&](int k) {
+    const int32_t* p = o[k] + c;
+    return _mm_cvtepi32_ps(_mm_setr_epi32(d[p[0]], d[p[1]], d[p[2]], d[p[3]]));
+  };
+  __m128 acc = _mm_add_ps(_mm_mul_ps(_mm_loadu_ps(w[0] + c), taps(0)), _mm_mul_ps(_mm_loadu_ps(w[1] + c), taps(1)));
+  acc = _mm_add_ps(acc, _mm_mul_ps(_mm_loadu_ps(w[2] + c), taps(2)));
+  return _mm_add_ps(acc, _mm_mul_ps(_mm_loadu_ps(w[3] + c), taps(3)));
+}
+
+// to_grey on four lanes: clamp to [0, 255] (whole bounds: the same as clamping after rounding), round half to
+// even, and the four bytes.
+inline uint32_t to_grey4(__m128 v) {
+  const __m128 magic = _mm_set1_ps(12582912.0f);
+  v = _mm_min_ps(_mm_max_ps(v, _mm_setzero_ps()), _mm_set1_ps(255.0f));
+  const __m128i i = _mm_cvttps_epi32(_mm_sub_ps(_mm_add_ps(v, magic), magic));
+  const __m128i b = _mm_packus_epi16(_mm_packs_epi32(i, i), _mm_setzero_si128());
+  return static_cast<uint32_t>(_mm_cvtsi128_si32(b));
+}
+#endif
+
+// dst(ch, c) = the bilinear sample of column c, channel ch: rounded bytes (kToBytes; channel planes `plane` apart)
+// or float32 (planes n apart).
+template <bool kToBytes>
+void bilinear_gather(const WarpLayer& L, const BilinearTaps& t, int64_t n, int64_t channels, void* dst_row,
+                     int64_t plane) {
+  const int32_t* o[4] = {t.offset[0].data(), t.offset[1].data(), t.offset[2].data(), t.offset[3].data()};
+  const float* w[4] = {t.weight[0].data(), t.weight[1].data(), t.weight[2].data(), t.weight[3].data()};
+  const uint8_t* data = L.data;
+  const int64_t sc = L.stride_c;
+  uint8_t* bytes = static_cast<uint8_t*>(dst_row);
+  float* floats = static_cast<float*>(dst_row);
+  const int64_t step = kToBytes ? plane : n;
+  int64_t c = 0;
+#if defined(__SSE2__) || defined(_M_X64)
+  for (; c + 4 <= n; c += 4) {
+    for (int64_t ch = 0; ch < channels; ++ch) {
+      const __m128 v = bilinear_at4(o, w, data + ch * sc, c);
       if (kToBytes) {
-        static_cast<uint8_t*>(dst_row)[ch * plane + c] = to_grey(v);
+        const uint32_t b = to_grey4(v);
+        std::memcpy(bytes + ch * step + c, &b, 4);
       } else {
-        static_cast<float*>(dst_row)[ch * n + c] = v;
+        _mm_storeu_ps(floats + ch * step + c, v);
+      }
+    }
+  }
+#endif
+  for (; c < n; ++c) {  // the tail, or every column without SSE2
+    for (int64_t ch = 0; ch < channels; ++ch) {
+      const float v = bilinear_at(o, w, data + ch * sc, c);
+      if (kToBytes) {
+        bytes[ch * step + c] = to_grey(v);
+      } else {
+        floats[ch * step + c] = v;
       }
     }
   }
@@ -241,7 +332,7 @@ void bilinear_row(const Sampler& s, const uint8_t* __restrict need, int64_t n, i
 
 // planes[ch * n + c] = the layer's samples of the current row where need[c], 0 elsewhere (float32).
 void sample_planes(const Sampler& s, const uint8_t* need, int64_t n, int64_t channels, int32_t* col, int32_t* row,
-                   int64_t* off, double* xs, double* ys, float* planes) {
+                   int64_t* off, double* xs, double* ys, BilinearTaps* taps, float* planes) {
   std::fill(planes, planes + channels * n, 0.0f);
   const WarpLayer& L = *s.layer;
   if (L.interp == WarpInterp::kNearest) {
@@ -256,12 +347,14 @@ void sample_planes(const Sampler& s, const uint8_t* need, int64_t n, int64_t cha
     }
     return;
   }
-  bilinear_row<false>(s, need, n, channels, xs, ys, planes, n);
+  bilinear_taps(s, need, n, xs, ys, taps);
+  bilinear_gather<false>(L, *taps, n, channels, planes, n);
 }
 
 // The single-layer row (no overlay): out[ch * plane + c] = the rounded sample where need[c], 0 elsewhere.
 void write_layer_row(const Sampler& s, const uint8_t* need, int64_t n, int64_t channels, int64_t plane,
-                     int32_t* col, int32_t* row, int64_t* off, double* xs, double* ys, uint8_t* out) {
+                     int32_t* col, int32_t* row, int64_t* off, double* xs, double* ys, BilinearTaps* taps,
+                     uint8_t* out) {
   for (int64_t ch = 0; ch < channels; ++ch) std::memset(out + ch * plane, 0, static_cast<size_t>(n));
   const WarpLayer& L = *s.layer;
   if (L.interp == WarpInterp::kNearest) {  // whole samples: bytes copied, no float round trip
@@ -288,7 +381,8 @@ void write_layer_row(const Sampler& s, const uint8_t* need, int64_t n, int64_t c
     }
     return;
   }
-  bilinear_row<true>(s, need, n, channels, xs, ys, out, plane);
+  bilinear_taps(s, need, n, xs, ys, taps);
+  bilinear_gather<true>(L, *taps, n, channels, out, plane);
 }
 
 void check_layer(const WarpLayer& L, const char* name) {
@@ -325,6 +419,7 @@ void render_view(const WarpView& v, uint8_t* out) {
   std::vector<int32_t> col(w), row(w);
   std::vector<int64_t> off(w);
   std::vector<double> xs(w), ys(w);
+  BilinearTaps taps(w);
   const float a = v.weights[0], b = v.weights[1], d = v.weights[2], g = v.weights[3];
   const int64_t plane = h * w;
 
@@ -346,7 +441,7 @@ void render_view(const WarpView& v, uint8_t* out) {
     uint8_t* out_row = out + r * w;
     if (!overlay) {  // final = Q * P * copy: the copy sampled where P and Q pass, 0 elsewhere
       write_layer_row(copy, pq.data(), w, nc, plane, col.data(), row.data(), off.data(), xs.data(), ys.data(),
-                      out_row);
+                      &taps, out_row);
       continue;
     }
     // With an overlay: P alone (the copy tests) decides w_copy; Q multiplies the sum. Copy samples are taken only
@@ -357,9 +452,9 @@ void render_view(const WarpView& v, uint8_t* out) {
     }
     std::fill(cover.begin(), cover.end(), uint8_t(1));
     and_test_row(c_maps[0], v.cover->height, v.cover->width, w, cover.data());
-    sample_planes(copy, pq.data(), w, nc, col.data(), row.data(), off.data(), xs.data(), ys.data(),
+    sample_planes(copy, pq.data(), w, nc, col.data(), row.data(), off.data(), xs.data(), ys.data(), &taps,
                   copy_planes.data());
-    sample_planes(other[0], q.data(), w, nc, col.data(), row.data(), off.data(), xs.data(), ys.data(),
+    sample_planes(other[0], q.data(), w, nc, col.data(), row.data(), off.data(), xs.data(), ys.data(), &taps,
                   other_planes.data());
     for (int64_t c = 0; c < w; ++c) {
       // executor_torch: w_copy = (a + b * cover) * keep; w_other = d + g * cover; float32, op by op.

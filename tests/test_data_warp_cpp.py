@@ -10,7 +10,7 @@ import torch
 
 from copynce_fast import _cpp
 from copynce_fast.data.executor_torch import _render_layers, render_geometry, render_plan, to_tensor_image
-from copynce_fast.data.geometry import CanvasTest, canvas_mask, layer_geometry
+from copynce_fast.data.geometry import CanvasTest, _axis_aligned_box, canvas_mask, layer_geometry
 from copynce_fast.data.pair_of_key import plan_pair
 from copynce_fast.data.plan import AugmentPlan
 from copynce_fast.data.plan_sampler import PairKey, sample_query_plan
@@ -130,8 +130,9 @@ def test_perspective_horizon_and_layouts(interp):
     hw = (H, W)
     horizon = st.perspective(hw, [(0, 0), (W, 0), (W, H), (0, H)], [(0, 0), (W, 0), (W + 900, H), (-900, H)])
     img = to_tensor_image(synthetic_images(1, hw, seed=4)[0])
-    for stages in ([_persp(hw), st.resize(hw, (S, S))], [horizon, st.resize(hw, (S, S))],
-                   [st.resized_crop(hw, 10, 10, 50, 70, (S, S)), _persp((S, S)), st.hflip((S, S))]):
+    s = (61, 61)  # not a multiple of 4: the kernel's 4-column steps and its one-column tail both run
+    for stages in ([_persp(hw), st.resize(hw, s)], [horizon, st.resize(hw, s)],
+                   [st.resized_crop(hw, 10, 10, 50, 70, s), _persp(s), st.hflip(s)]):
         plan = AugmentPlan(0, View(hw, stages))
         want = _torch_uint8(plan, img, None, interp)
         for image in (img, img.contiguous()):
@@ -155,11 +156,17 @@ def test_bilinear_within_one_grey_level():
         for k in range(10):
             pp = plan_pair(source, cfg, 2, PairKey(k % len(source), 0))[0]
             views += [pp.query, pp.reference]
+    boxes = 0
     for plan in views:
         other = images[plan.overlay.index] if plan.overlay is not None else None
         want, got = _both(plan, images[plan.source_index], other, "bilinear")
         diff = (want.int() - got.int()).abs()
         assert diff.max() <= 1
+        geo = layer_geometry(plan)
+        if all(m is None or _axis_aligned_box(m, geo.out_hw, hw) is not None
+               for m, hw in ((geo.copy_matrix, geo.source_hw), (geo.other_matrix, geo.other_hw))):
+            assert torch.equal(want, got)  # crop boxes: the same torch resize, then exact tests and blend
+            boxes += 1
         worst = max(worst, (diff > 0).float().mean().item())
         differing += int((diff > 0).sum())
         total += diff.numel()
@@ -172,6 +179,7 @@ def test_bilinear_within_one_grey_level():
         worst = max(worst, (diff > 0).float().mean().item())
         differing += int((diff > 0).sum())
         total += diff.numel()
+    assert boxes >= 10
     # Measured 2026-12-02: 1.1e-5 of all pixels (70 of 6.5 M); at most 3.6e-3 of one 64 x 64 view's (15 pixels: a
     # blend with weight 0.5 puts exact .5 ties in the sums, which float noise in the coordinates breaks either way).
     assert differing / total < 1e-4 and worst < 1e-2

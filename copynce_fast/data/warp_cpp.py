@@ -30,11 +30,14 @@ _EMPTY_TESTS = (np.zeros((0, 3, 3)), np.zeros((0, 2), dtype=np.int64))
 
 
 def can_render(image: torch.Tensor, other: torch.Tensor | None) -> bool:
-    """True when the kernel is built and takes these inputs: CPU uint8 [C, H, W] images (other: same C)."""
+    """True when the kernel is built and takes these inputs: CPU uint8 [C, H, W] images (other: same C) whose
+    elements lie within 2^31 of their first (the kernel's offsets are int32)."""
     if not _cpp.HAS_WARP:
         return False
     for t in (image, other):
-        if t is not None and (t.dtype != torch.uint8 or t.device.type != "cpu" or t.dim() != 3):
+        if t is not None and (t.dtype != torch.uint8 or t.device.type != "cpu" or t.dim() != 3
+                              or any(st < 0 for st in t.stride())
+                              or sum((n - 1) * st for n, st in zip(t.shape, t.stride())) >= 2**31):
             return False
     return other is None or other.shape[0] == image.shape[0]
 
@@ -59,8 +62,10 @@ def _layer(image: torch.Tensor, matrix: np.ndarray, out_hw, interp: str, antiali
     box = _axis_aligned_box(matrix, out_hw, (hi, wi))
     if box is not None:
         top, left, bottom, right, fy, fx = box
-        out = F.interpolate(image[None, :, top:bottom, left:right], size=tuple(out_hw), mode="bilinear",
-                            antialias=antialias, align_corners=False)[0]
+        # The box of an HWC-backed image is a strided view; copied to a dense channels-last block first, torch's
+        # uint8 resize takes its vectorised path (same pixels, measured 0.35 -> 0.21 ms for 300^2 -> 224^2).
+        crop = image[None, :, top:bottom, left:right].contiguous(memory_format=torch.channels_last)
+        out = F.interpolate(crop, size=tuple(out_hw), mode="bilinear", antialias=antialias, align_corners=False)[0]
         return out, _flip_matrix(out_hw, fy, fx), False, True
     s = prefilter_scale(matrix, out_hw) if antialias else 1.0
     if s <= 1.0:
