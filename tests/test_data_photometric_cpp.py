@@ -195,3 +195,19 @@ def test_render_plan_with_and_without_the_extension(monkeypatch):
     monkeypatch.setattr(occluders, "_CPP", None)
     for a, p in zip(fast, plans):
         assert_within_a_grey_level(a, render(p))
+
+
+def test_erase_layer_is_the_noise_tile_at_its_offset():
+    from copynce_fast.data.occluders import _NOISE, render_occluder
+    from copynce_fast.data.plan import Occluder
+    rng = np.random.default_rng(7)
+    for _ in range(20):
+        bh, bw = (int(v) for v in rng.integers(1, 80, 2))
+        top, left = int(rng.integers(0, 64)), int(rng.integers(0, 64))
+        seed = int(rng.integers(2**31)) if _ % 4 else 511 * 512 + 500  # an offset whose box wraps on both axes
+        lay = render_occluder(Occluder("erase", top=top, left=left, size=bh, width=bw, seed=seed), (96, 96))
+        oy, ox = divmod(seed % (512 * 512), 512)
+        h, w = min(bh, 96 - top), min(bw, 96 - left)
+        want = _NOISE[np.ix_((oy + np.arange(h)) % 512, (ox + np.arange(w)) % 512)]
+        assert (lay.top, lay.left, lay.rgba.shape) == (top, left, (h, w, 4))
+        assert np.array_equal(lay.rgba[..., :3], want) and (lay.rgba[..., 3] == 255).all()
