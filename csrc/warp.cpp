@@ -218,10 +218,10 @@ struct BilinearTaps {
 
 // The taps of the current row (grid_sample, align_corners=False, zeros padding) at (x - 0.5, y - 0.5) of each
 // column's point, for the columns with need[c] (the others weigh 0). Branch-free, so it vectorises.
-void bilinear_taps(const Sampler& s, const uint8_t* __restrict need, int64_t n, double* __restrict xs,
+void bilinear_taps(const Sampler& s, const uint8_t* __restrict need, int64_t lo, int64_t hi, double* __restrict xs,
                    double* __restrict ys, BilinearTaps* t) {
   const WarpLayer& L = *s.layer;
-  for (int64_t c = 0; c < n; ++c) {  // the points first (vectorised for affine maps)
+  for (int64_t c = lo; c < hi; ++c) {  // the points first (vectorised for affine maps)
     double x, y;
     const bool front = s.map.point(c, &x, &y);
     xs[c] = front ? x - 0.5 : -2.0;  // behind the horizon: outside
@@ -238,7 +238,7 @@ void bilinear_taps(const Sampler& s, const uint8_t* __restrict need, int64_t n, 
   float* __restrict w1 = t->weight[1].data();
   float* __restrict w2 = t->weight[2].data();
   float* __restrict w3 = t->weight[3].data();
-  for (int64_t c = 0; c < n; ++c) {
+  for (int64_t c = lo; c < hi; ++c) {
     double sx = xs[c], sy = ys[c];
     const bool ok = (need[c] != 0) & (sx > -1.0) & (sx < wd) & (sy > -1.0) & (sy < hd);  // a tap inside
     sx = ok ? sx : 0.0;  // any readable point: its weights are 0
@@ -295,8 +295,8 @@ inline uint32_t to_grey4(__m128 v) {
 // dst(ch, c) = the bilinear sample of column c, channel ch: rounded bytes (kToBytes; channel planes `plane` apart)
 // or float32 (planes n apart).
 template <bool kToBytes>
-void bilinear_gather(const WarpLayer& L, const BilinearTaps& t, int64_t n, int64_t channels, void* dst_row,
-                     int64_t plane) {
+void bilinear_gather(const WarpLayer& L, const BilinearTaps& t, int64_t lo, int64_t hi, int64_t n, int64_t channels,
+                     void* dst_row, int64_t plane) {
   const int32_t* o[4] = {t.offset[0].data(), t.offset[1].data(), t.offset[2].data(), t.offset[3].data()};
   const float* w[4] = {t.weight[0].data(), t.weight[1].data(), t.weight[2].data(), t.weight[3].data()};
   const uint8_t* data = L.data;
@@ -304,9 +304,9 @@ void bilinear_gather(const WarpLayer& L, const BilinearTaps& t, int64_t n, int64
   uint8_t* bytes = static_cast<uint8_t*>(dst_row);
   float* floats = static_cast<float*>(dst_row);
   const int64_t step = kToBytes ? plane : n;
-  int64_t c = 0;
+  int64_t c = lo;
 #if defined(__SSE2__) || defined(_M_X64)
-  for (; c + 4 <= n; c += 4) {
+  for (; c + 4 <= hi; c += 4) {
     for (int64_t ch = 0; ch < channels; ++ch) {
       const __m128 v = bilinear_at4(o, w, data + ch * sc, c);
       if (kToBytes) {
@@ -318,7 +318,7 @@ void bilinear_gather(const WarpLayer& L, const BilinearTaps& t, int64_t n, int64
     }
   }
 #endif
-  for (; c < n; ++c) {  // the tail, or every column without SSE2
+  for (; c < hi; ++c) {  // the tail, or every column without SSE2
     for (int64_t ch = 0; ch < channels; ++ch) {
       const float v = bilinear_at(o, w, data + ch * sc, c);
       if (kToBytes) {
@@ -328,6 +328,15 @@ void bilinear_gather(const WarpLayer& L, const BilinearTaps& t, int64_t n, int64
       }
     }
   }
+}
+
+// [lo, hi): from the first to past the last column with need[c] (lo = hi when none).
+void need_span(const uint8_t* need, int64_t n, int64_t* lo, int64_t* hi) {
+  int64_t a = 0, b = n;
+  while (a < n && !need[a]) ++a;
+  while (b > a && !need[b - 1]) --b;
+  *lo = a;
+  *hi = b;
 }
 
 // planes[ch * n + c] = the layer's samples of the current row where need[c], 0 elsewhere (float32).
@@ -347,8 +356,10 @@ void sample_planes(const Sampler& s, const uint8_t* need, int64_t n, int64_t cha
     }
     return;
   }
-  bilinear_taps(s, need, n, xs, ys, taps);
-  bilinear_gather<false>(L, *taps, n, channels, planes, n);
+  int64_t lo, hi;  // bilinear columns cost the same sampled or not: only the span that needs them is sampled
+  need_span(need, n, &lo, &hi);
+  bilinear_taps(s, need, lo, hi, xs, ys, taps);
+  bilinear_gather<false>(L, *taps, lo, hi, n, channels, planes, n);
 }
 
 // The single-layer row (no overlay): out[ch * plane + c] = the rounded sample where need[c], 0 elsewhere.
@@ -381,8 +392,10 @@ void write_layer_row(const Sampler& s, const uint8_t* need, int64_t n, int64_t c
     }
     return;
   }
-  bilinear_taps(s, need, n, xs, ys, taps);
-  bilinear_gather<true>(L, *taps, n, channels, out, plane);
+  int64_t lo, hi;
+  need_span(need, n, &lo, &hi);
+  bilinear_taps(s, need, lo, hi, xs, ys, taps);
+  bilinear_gather<true>(L, *taps, lo, hi, n, channels, out, plane);
 }
 
 void check_layer(const WarpLayer& L, const char* name) {
@@ -452,21 +465,33 @@ void render_view(const WarpView& v, uint8_t* out) {
     }
     std::fill(cover.begin(), cover.end(), uint8_t(1));
     and_test_row(c_maps[0], v.cover->height, v.cover->width, w, cover.data());
-    sample_planes(copy, pq.data(), w, nc, col.data(), row.data(), off.data(), xs.data(), ys.data(), &taps,
-                  copy_planes.data());
-    sample_planes(other[0], q.data(), w, nc, col.data(), row.data(), off.data(), xs.data(), ys.data(), &taps,
-                  other_planes.data());
     for (int64_t c = 0; c < w; ++c) {
       // executor_torch: w_copy = (a + b * cover) * keep; w_other = d + g * cover; float32, op by op.
       const float cv = cover[c] ? 1.0f : 0.0f;
       wc[c] = (b * cv + a) * (p[c] ? 1.0f : 0.0f);
       wo[c] = (g * cv + d) * (q[c] ? 1.0f : 0.0f);  // Q folded in: copy samples are 0 outside Q already
+      // A sample weighed 0 adds 0 whatever it is: only the others are taken (a pasted copy's box, an overlay's).
+      pq[c] = static_cast<uint8_t>(pq[c] && wc[c] != 0.0f);
+      p[c] = static_cast<uint8_t>(q[c] && wo[c] != 0.0f);
     }
+    sample_planes(copy, pq.data(), w, nc, col.data(), row.data(), off.data(), xs.data(), ys.data(), &taps,
+                  copy_planes.data());
+    sample_planes(other[0], p.data(), w, nc, col.data(), row.data(), off.data(), xs.data(), ys.data(), &taps,
+                  other_planes.data());
     for (int64_t ch = 0; ch < nc; ++ch) {
       const float* cp = copy_planes.data() + ch * w;
       const float* op = other_planes.data() + ch * w;
       uint8_t* dst = out_row + ch * plane;
-      for (int64_t c = 0; c < w; ++c) dst[c] = to_grey(wc[c] * cp[c] + wo[c] * op[c]);
+      int64_t c = 0;
+#if defined(__SSE2__) || defined(_M_X64)
+      for (; c + 4 <= w; c += 4) {
+        const __m128 sum = _mm_add_ps(_mm_mul_ps(_mm_loadu_ps(wc.data() + c), _mm_loadu_ps(cp + c)),
+                                      _mm_mul_ps(_mm_loadu_ps(wo.data() + c), _mm_loadu_ps(op + c)));
+        const uint32_t bytes = to_grey4(sum);
+        std::memcpy(dst + c, &bytes, 4);
+      }
+#endif
+      for (; c < w; ++c) dst[c] = to_grey(wc[c] * cp[c] + wo[c] * op[c]);
     }
   }
 }
