@@ -14,13 +14,15 @@
 // - a layer is sampled at its map's point, zero outside its image:
 //   nearest:  image[floor(rint(256 y) / 256), floor(rint(256 x) / 256)] (geometry.sample_nearest, exact);
 //   bilinear: torch grid_sample(align_corners=False, padding_mode="zeros") at source coordinate
-//             (x - 0.5, y - 0.5): 4 taps, taps outside the image count as 0, float32 weights.
+//             (x - 0.5, y - 0.5) (the point in float64, rounded to float32 for the taps, as grid_sample's float32
+//             grid): 4 taps nw, ne, sw, se summed in that order, taps outside the image count as 0, float32.
 // - weights (a, b, d, g) are float32; w_copy = a + b C (times P), w_other = d + g C; the sum
 //   w_copy * copy + w_other * other is formed in float32 in that order, times Q, then rounded half to even and
 //   clamped to [0, 255] (render_plan's float -> uint8 step).
 // With nearest layers every step is the torch path's own float operation, so the uint8 output is bit-equal to it.
 // Bilinear layers differ from grid_sample only in float rounding of the coordinates (torch goes through a float32
-// normalised grid): at most one grey level on a few pixels.
+// normalised grid): at most one grey level, on ~1e-5 of the pixels (tests/test_data_warp_cpp.py).
+// A layer is sampled only where its weight is non-zero (a sample weighed 0 adds 0 whatever it is).
 //
 // Canvas tests and nearest bounds of affine maps are evaluated as intervals per row: the snapped coordinate is a
 // monotone function of the column (each step -- a product with a fixed factor, a sum, a scaling by 256, rounding
