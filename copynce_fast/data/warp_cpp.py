@@ -9,8 +9,9 @@ before a down-scaling bilinear warp.
 Agreement with the torch path (``executor_torch._render_layers(impl="torch")``, the oracle and the fallback):
 - interp="nearest", and bilinear views whose layers are all boxes: bit-equal (same samples, same float32 blend
   operations, same rounding);
-- other bilinear layers: the kernel samples at (x - 0.5, y - 0.5) in float64 where grid_sample goes through a
-  float32 normalised grid, so a few pixels differ by one grey level (tests/test_data_warp_cpp.py bounds them).
+- other bilinear layers: the kernel maps points in float64 and takes grid_sample's taps at (x - 0.5, y - 0.5)
+  rounded to float32, where grid_sample goes through a float32 normalised grid: about 1e-5 of the pixels differ,
+  by one grey level (tests/test_data_warp_cpp.py bounds them).
 
 The pre-shrink stays a whole-source resize: shrinking only the region a view reads was tried and dropped. The
 views that down-scale by more than 1.5x are the large ones (of 24 among 64 descriptor pairs, 21 read the whole
@@ -92,7 +93,10 @@ def _np(t: torch.Tensor) -> np.ndarray:
 def render_layers_cpp(geo: LayerGeometry, image: torch.Tensor, other: torch.Tensor | None, interp: str,
                       antialias: bool) -> torch.Tensor:
     """The view's geometry [C, S, S] uint8 (S = geo.out_hw), as executor_torch._render_layers then render_plan's
-    rounding give it. image / other: CPU uint8 [C, H, W] (see ``can_render``); sizes already checked."""
+    rounding give it. image / other: CPU uint8 [C, H, W] (see ``can_render``); sizes already checked.
+
+    A crop box with no canvas test and no overlay is the resize's output as it is (channels-last strides, as the
+    resize of a channels-last block gives); everything else is a C-contiguous array from the kernel."""
     hw = geo.out_hw
     img, m, bil, is_box = _layer(image, np.asarray(geo.copy_matrix, dtype=np.float64), hw, interp, antialias)
     if geo.other_matrix is None and not geo.copy_tests and not geo.shared_tests and is_box:
