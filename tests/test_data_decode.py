@@ -125,3 +125,18 @@ def test_header_checks_still_apply():
         read_header(_jpeg(quality=90), DecodeLimits(min_side=80))
     with pytest.raises(BadImage, match="truncated JPEG"):
         decode_bytes(_jpeg(quality=90)[:-200])
+
+
+def test_corrupt_png_is_still_refused(tmp_path):
+    """Header and IEND intact, image data zeroed: the header read passes (PNG's EXIF lookup decodes the image and
+    ignores its error), the decode must not."""
+    buf = io.BytesIO()
+    Image.fromarray(IMG).save(buf, "PNG")
+    data = bytearray(buf.getvalue())
+    data[60:-40] = bytes(len(data) - 100)
+    (tmp_path / "b.png").write_bytes(bytes(data))
+    with pytest.raises(BadImage, match="corrupt image data"):
+        decode_bytes(bytes(data))
+    src = FileSource([tmp_path / "b.png"])
+    assert src.hw(0) == IMG.shape[:2] and src.decode(0) is None and "corrupt" in src.skips.files[src.name(0)]
+    assert FileSource([tmp_path / "b.png"]).decode(0) is None  # without a header read first

@@ -145,7 +145,8 @@ def decode_bytes(data: bytes, limits: DecodeLimits = DecodeLimits(), header: Hea
             return arr
     im = _open(data, limits, check=header is None)
     try:
-        if header is None and _header(im).plain_jpeg:
+        # JPEGs only: PIL's PNG getexif() decodes the whole image and _orientation would swallow its errors
+        if header is None and im.format == "JPEG" and _header(im).plain_jpeg:
             arr = _plain_jpeg(data, im.size[::-1])
             if arr is not None:
                 return arr

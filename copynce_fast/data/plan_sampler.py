@@ -42,7 +42,7 @@ def derive_seed(*keys: int) -> int:
 
 def _pick(rng, options):
     """``rng.choice(options)`` for a 1-d sequence, as the element itself: the same draw (choice with replacement
-    and no weights draws ``integers(0, len, dtype=int64)``; tests/test_data_plans.py pins the plans) without
+    and no weights draws ``integers(0, len, dtype=int64)``; tests/test_data_plan_golden.py checks it) without
     choice's array conversion, ~5x cheaper."""
     return options[int(rng.integers(0, len(options), dtype=np.int64))]
 
