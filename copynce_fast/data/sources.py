@@ -83,7 +83,8 @@ class ImageSource:
     def __init__(self, limits: DecodeLimits = DecodeLimits(), skips: SkipCounter | None = None):
         self.limits = limits
         self.skips = skips if skips is not None else SkipCounter()
-        # [N, 3] int32: (H, W, plain JPEG) of each header read; (-1, -1, -1) unknown, (0, 0, 0) unusable
+        # [N, 3] int32: (H, W, plain JPEG 1 / 0) of each header read, (H, W, -1) of a decode without one;
+        # (-1, -1, -1) unknown, (0, 0, 0) unusable
         self._hw_cache: np.ndarray | None = None
         # The bytes hw() just read, for the decode that usually follows (a pair is planned from headers, then its
         # images are decoded): each file is read once. A few, newest last; decode() takes its entry out.
@@ -139,14 +140,15 @@ class ImageSource:
         try:
             data = self._recent.pop(i, None)
             data = self.read_bytes(i) if data is None else data
-            # The header is read once per file: its checks are not redone, and a plain JPEG skips PIL entirely.
-            head = Header((int(c[i, 0]), int(c[i, 1])), bool(c[i, 2])) if c[i, 0] > 0 else \
-                read_header(data, self.limits)
+            # After a header read its checks are not redone, and a plain JPEG skips PIL entirely.
+            known = c[i, 0] > 0 and c[i, 2] >= 0
+            head = Header((int(c[i, 0]), int(c[i, 1])), bool(c[i, 2])) if known else None
             arr = decode_bytes(data, self.limits, head)
         except (BadImage, OSError) as e:
             self.mark_bad(i, str(e))
             return None
-        c[i] = (*arr.shape[:2], head.plain_jpeg)
+        if not known:  # the size is known now; whether it is a plain JPEG stays for decode_bytes to see each time
+            c[i] = (*arr.shape[:2], -1)
         return arr
 
 
