@@ -4,6 +4,8 @@ Nearest sampling must be bit-equal (samples, canvas tests, overlay blend and rou
 chains with pastes, overlays beneath and above and perspective; bilinear within one grey level on a small
 fraction of pixels. The torch path must still run when the extension is hidden.
 """
+import os
+
 import numpy as np
 import pytest
 import torch
@@ -25,6 +27,13 @@ needs_warp = pytest.mark.skipif(not _cpp.HAS_WARP, reason="copynce_fast._C not b
 H, W, S = 75, 100, 64
 OH, OW = 50, 60
 PRESETS = {"descriptor": descriptor_preset, "matcher": matcher_preset, "plain": plain_preset}
+
+
+def test_extension_has_the_kernel():
+    """CI builds the extension: a silent fallback to the torch path there would be a packaging bug."""
+    if os.environ.get("COPYNCE_NO_EXT", "0") == "1":
+        pytest.skip("COPYNCE_NO_EXT=1: the extension is deliberately not built")
+    assert _cpp.HAS_WARP, "copynce_fast._C is missing or stale (lacks render_view); rebuild with pip install -e ."
 
 
 @pytest.fixture(scope="module")
