@@ -57,8 +57,12 @@ class LayerGeometry:
 
 def _inverse_chain(stages) -> np.ndarray:
     """Points after the last of ``stages`` -> points before the first: inv(s_0) @ inv(s_1) @ ... @ inv(s_n-1)."""
-    m = np.eye(3)
-    for s in stages:
+    if not stages:
+        return np.eye(3)
+    # eye(3) @ A == A + 0.0 bit for bit for finite A (1 * a and 0 * b are exact; only -0.0 becomes +0.0): one
+    # matmul less per chain, the same matrices.
+    m = stages[0].inverse + 0.0
+    for s in stages[1:]:
         m = m @ s.inverse
     return m
 
@@ -66,15 +70,20 @@ def _inverse_chain(stages) -> np.ndarray:
 def _reveals(stage: Stage) -> bool:
     """True if some output point of ``stage`` has no pre-image inside its input canvas (the test matters)."""
     oh, ow = stage.out_hw
-    corners = np.array([[0, 0, 1], [ow, 0, 1], [ow, oh, 1], [0, oh, 1]], dtype=np.float64)
-    p = corners @ stage.inverse.T
-    if np.any(p[:, 2] <= 0):
-        return True
-    x, y = p[:, 0] / p[:, 2], p[:, 1] / p[:, 2]
+    (a, b, c), (d, e, f), (g, hh, i) = stage.inverse.tolist()
     h, w = stage.in_hw
     tol = 1e-7 * max(h, w)
-    # The output rectangle is convex and maps to a convex quadrilateral, so its corners decide.
-    return bool(np.any(x < -tol) or np.any(x > w + tol) or np.any(y < -tol) or np.any(y > h + tol))
+    # The output rectangle is convex and maps to a convex quadrilateral, so its corners decide. Python floats (a
+    # few numpy calls on 4 points cost more than the maths); the products of a corner's 0 / integer coordinates
+    # and the sums are those of the matmul up to its rounding order, far below ``tol``.
+    for cx, cy in ((0.0, 0.0), (float(ow), 0.0), (float(ow), float(oh)), (0.0, float(oh))):
+        z = g * cx + hh * cy + i
+        if z <= 0:
+            return True
+        x, y = (a * cx + b * cy + c) / z, (d * cx + e * cy + f) / z
+        if x < -tol or x > w + tol or y < -tol or y > h + tol:
+            return True
+    return False
 
 
 def _tests(stages, first: int, last: int) -> tuple[CanvasTest, ...]:
@@ -179,12 +188,14 @@ def prefilter_scale(matrix: np.ndarray, out_hw, threshold: float = 1.5) -> float
 def _axis_aligned_box(matrix: np.ndarray, out_hw, in_hw):
     """If ``matrix`` (view -> source) is a flip/scale/translate whose source box has integer corners inside the
     source, return (top, left, bottom, right, flip_y, flip_x); else None."""
-    m = matrix / matrix[2, 2]
-    if abs(m[0, 1]) > 1e-12 or abs(m[1, 0]) > 1e-12 or abs(m[2, 0]) > 1e-12 or abs(m[2, 1]) > 1e-12:
+    # Python floats (numpy scalar indexing was most of the cost); the same IEEE divisions and products.
+    (m00, m01, m02), (m10, m11, m12), (m20, m21, m22) = matrix.tolist()
+    m00, m01, m02, m10, m11, m12, m20, m21 = (v / m22 for v in (m00, m01, m02, m10, m11, m12, m20, m21))
+    if abs(m01) > 1e-12 or abs(m10) > 1e-12 or abs(m20) > 1e-12 or abs(m21) > 1e-12:
         return None
     h, w = out_hw
-    xs = (m[0, 2], m[0, 0] * w + m[0, 2])
-    ys = (m[1, 2], m[1, 1] * h + m[1, 2])
+    xs = (m02, m00 * w + m02)
+    ys = (m12, m11 * h + m12)
     box = [min(ys), min(xs), max(ys), max(xs)]
     ibox = [round(v) for v in box]
     if any(abs(a - b) > 1e-6 for a, b in zip(box, ibox)):
@@ -192,7 +203,7 @@ def _axis_aligned_box(matrix: np.ndarray, out_hw, in_hw):
     top, left, bottom, right = ibox
     if top < 0 or left < 0 or bottom > in_hw[0] or right > in_hw[1] or bottom <= top or right <= left:
         return None
-    return top, left, bottom, right, m[1, 1] < 0, m[0, 0] < 0
+    return top, left, bottom, right, m11 < 0, m00 < 0
 
 
 def sample_bilinear(image: torch.Tensor, matrix: np.ndarray, out_hw, antialias: bool = True,
