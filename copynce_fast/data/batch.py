@@ -15,7 +15,6 @@ Nothing image-sized crosses a loader except the images and the occluder masks in
 from __future__ import annotations
 
 import functools
-import sys
 from typing import Sequence
 
 import torch
@@ -24,53 +23,16 @@ from torch.utils.data import default_collate
 from copynce_fast.pixtrace.batch import pack_pairs
 from copynce_fast.pixtrace.overlap_cpu import patch_overlap_cpu
 
-__all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "ImageBatchBuffers", "collate_pairs", "normalise_images", "to_device"]
+__all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "collate_pairs", "normalise_images", "to_device"]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
-_storage_use_count = getattr(torch._C, "_storage_Use_Count", None)  # private: without it, no buffer is reused
-
-
-class ImageBatchBuffers:
-    """Image batches stacked into the memory of earlier batches that nothing uses any more (in-process loading).
-
-    A fresh [B, 3, S, S] uint8 batch costs its page faults, more than the copy into it (measured on the 2-core CPU
-    dev VM, 2026-12-02: torch.stack of 64 [3, 224, 224] images 1.7-2.1 ms fresh, 0.4-0.7 ms into a used buffer).
-    For a loader that collates in the process that consumes its batches (num_workers=0) only: a worker's batches
-    go to shared memory, whose readers it cannot see. A buffer is reused only when this object holds the only
-    reference to its tensor and nothing else shares its storage (no view, no numpy array of it), so a batch its
-    consumer still holds is never written over; ``keep`` buffers per image kind at most (the consumer's last
-    batch is usually alive while the next one is made).
-    """
-
-    def __init__(self, keep: int = 3):
-        self.keep = keep
-        self._pools: dict = {}
-
-    def stack(self, name: str, images: Sequence[torch.Tensor]) -> torch.Tensor:
-        """``torch.stack(images)`` ([B, ...] contiguous, as default_collate gives in the main process)."""
-        dtype = images[0].dtype
-        if _storage_use_count is None or any(t.dtype != dtype for t in images):
-            return torch.stack(images)
-        pool = self._pools.setdefault((name, len(images), tuple(images[0].shape), dtype), [])
-        for buf in pool:
-            # 3 references: the list's, the loop's, getrefcount's argument; storage users: buf and the probe
-            if sys.getrefcount(buf) == 3 and _storage_use_count(buf.untyped_storage()._cdata) == 2:
-                return torch.stack(images, out=buf)
-        out = torch.stack(images)
-        if len(pool) < self.keep:
-            pool.append(out)
-        return out
-
-
-def collate_pairs(samples: Sequence[dict], counts_patch_size: int | None = None,
-                  buffers: ImageBatchBuffers | None = None) -> dict:
+def collate_pairs(samples: Sequence[dict], counts_patch_size: int | None = None) -> dict:
     """Stack pair samples (``query``/``reference`` images, traced views, flags) into the batch dict (runs inside
     the loader workers). ``counts_patch_size``: also count patch overlaps (``counts_qr``/``counts_rq``) with the
-    C++ kernel on this worker's core, for a consumer on the CPU. ``buffers``: stack the images into reused memory
-    (in-process loading only, see ``ImageBatchBuffers``; the same batch)."""
+    C++ kernel on this worker's core, for a consumer on the CPU."""
     qv = [s["query_view"] for s in samples]
     rv = [s["reference_view"] for s in samples]
     paths_qr, paths_rq = pack_pairs(qv, rv)
@@ -79,10 +41,9 @@ def collate_pairs(samples: Sequence[dict], counts_patch_size: int | None = None,
         counts = {"counts_qr": patch_overlap_cpu(paths_qr, counts_patch_size),
                   "counts_rq": patch_overlap_cpu(paths_rq, counts_patch_size)}
     # default_collate stacks tensors straight into shared memory inside a worker (no copy on the way out)
-    query, reference = [s["query"] for s in samples], [s["reference"] for s in samples]
     return {
-        "query": default_collate(query) if buffers is None else buffers.stack("query", query),
-        "reference": default_collate(reference) if buffers is None else buffers.stack("reference", reference),
+        "query": default_collate([s["query"] for s in samples]),
+        "reference": default_collate([s["reference"] for s in samples]),
         "paths_qr": paths_qr,
         "paths_rq": paths_rq,
         "is_copy": torch.tensor([s["is_copy"] for s in samples], dtype=torch.bool),

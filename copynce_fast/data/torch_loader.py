@@ -12,7 +12,7 @@ from typing import Iterator
 
 import torch
 
-from copynce_fast.data.batch import ImageBatchBuffers, collate_pairs
+from copynce_fast.data.batch import collate_pairs
 from copynce_fast.data.batch_samplers import EpochBatchSampler
 from copynce_fast.data.executor_torch import render_plan, to_tensor_image
 from copynce_fast.data.pair_of_key import MAX_TRIES, plan_pair
@@ -108,9 +108,7 @@ class PairLoader:
         source.skips.log = False  # the source (and its copies in workers) stays quiet; self.skips logs once per file
         kwargs = {} if num_workers == 0 else {"worker_init_fn": _worker_init, "persistent_workers": True,
                                               "prefetch_factor": prefetch_factor or 2}
-        # picklable for workers; in-process batches reuse the memory of batches their consumer has dropped
-        buffers = ImageBatchBuffers() if num_workers == 0 else None
-        collate = functools.partial(collate_pairs, counts_patch_size=counts_patch_size, buffers=buffers)
+        collate = functools.partial(collate_pairs, counts_patch_size=counts_patch_size)  # picklable for workers
         self.loader = torch.utils.data.DataLoader(self.dataset, batch_sampler=self.batch_sampler,
                                                   collate_fn=collate, num_workers=num_workers,
                                                   pin_memory=pin_memory, **kwargs)
