@@ -169,27 +169,17 @@ AxisWeights antialias_weights(int64_t in, int64_t out) {
   return a;
 }
 
-// d[x * rows + y] = s[y * cols + x] (uint8 -> float), in square tiles so that both sides stay in cache lines.
+// d[x * rows + y] = s[y * cols + x] (uint8 or float in, float out: the uint8 plane is widened on the way), in
+// square tiles so that both sides stay in cache lines.
 constexpr int64_t kTile = 32;
 
-void transpose_widen(const uint8_t* s, int64_t rows, int64_t cols, float* d) {
+template <typename In>
+void transpose(const In* s, int64_t rows, int64_t cols, float* d) {
   for (int64_t y0 = 0; y0 < rows; y0 += kTile) {
     for (int64_t x0 = 0; x0 < cols; x0 += kTile) {
       const int64_t y1 = std::min(y0 + kTile, rows), x1 = std::min(x0 + kTile, cols);
       for (int64_t y = y0; y < y1; ++y) {
-        for (int64_t x = x0; x < x1; ++x) d[x * rows + y] = s[y * cols + x];
-      }
-    }
-  }
-}
-
-// d[x * rows + y] = s[y * cols + x] (float).
-void transpose(const float* s, int64_t rows, int64_t cols, float* d) {
-  for (int64_t y0 = 0; y0 < rows; y0 += kTile) {
-    for (int64_t x0 = 0; x0 < cols; x0 += kTile) {
-      const int64_t y1 = std::min(y0 + kTile, rows), x1 = std::min(x0 + kTile, cols);
-      for (int64_t y = y0; y < y1; ++y) {
-        for (int64_t x = x0; x < x1; ++x) d[x * rows + y] = s[y * cols + x];
+        for (int64_t x = x0; x < x1; ++x) d[x * rows + y] = static_cast<float>(s[y * cols + x]);
       }
     }
   }
@@ -253,7 +243,7 @@ void resize_antialias(const uint8_t* src, uint8_t* dst, int64_t channels, int64_
   std::vector<const float*> rows(static_cast<size_t>(std::max(rows_w.taps, cols_w.taps)));
   for (int64_t c = 0; c < channels; ++c) {
     const uint8_t* s = src + c * height * width;
-    transpose_widen(s, height, width, plane_t.data());
+    transpose(s, height, width, plane_t.data());
     for (int64_t x = 0; x < out_w; ++x) {
       for (int64_t j = 0; j < cols_w.count[x]; ++j) rows[j] = plane_t.data() + (cols_w.first[x] + j) * height;
       tap_row(rows.data(), cols_w.w.data() + x * cols_w.taps, cols_w.count[x], height,
