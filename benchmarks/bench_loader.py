@@ -16,6 +16,7 @@ JPEG decode of the same files timed alone (the floor of a loader that decodes), 
     python benchmarks/bench_loader.py --quick                 # CPU smoke (< 60 s)
     python benchmarks/bench_loader.py --data DIR --threads 8   # torch workers and DALI threads
     python benchmarks/bench_loader.py --providers torch-1core,dali-cpu-1 --breakdown   # one core
+    python benchmarks/bench_loader.py --providers torch-1core --official-src ../shared/official-copynce  # + official
 
 CPU timings are informational (never written to results); GPU rows go to benchmarks/results/loader.jsonl.
 """
@@ -181,6 +182,19 @@ def breakdown(source, preset_name: str, size: int, pairs: int = 64) -> list[dict
     return [{"part": k, "cpu_ms": v} for k, v in t.items()]
 
 
+def official_rows(official, root: Path, args) -> list[dict]:
+    """The official pipeline beside ours on the images in ``root``: bench_official.py's item 3 (descriptor preset,
+    ``--batch`` pairs per batch, ``--threads`` workers, ``--official-reps`` interleaved repetitions)."""
+    import bench_official
+
+    if not official.full:
+        print("official rows skipped: the official data pipeline needs its dependencies (benchmarks/official_venv.sh)")
+    # 8 batches a repetition: fewer would time the workers' prefetched batches, not their work
+    ns = argparse.Namespace(loader_pairs=8 * args.batch, loader_batch=args.batch, workers=max(1, args.threads),
+                            size=args.size, seed=0, reps=args.official_reps)
+    return bench_official.bench_loaders(official, ns, root)
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--data", type=Path, help="folder of images (default: synthetic 500x375 JPEGs in a temp dir)")
@@ -195,7 +209,20 @@ def main(argv=None):
     p.add_argument("--providers", default="torch-1core,torch-1core+counts,torch-workers,dali-cpu-1,dali-cpu,dali-gpu")
     p.add_argument("--breakdown", action="store_true", help="CPU ms per torch-executor pair, by part")
     p.add_argument("--quick", action="store_true", help="tiny CPU smoke run")
+    p.add_argument("--official-src", type=Path, help="the official CopyNCE checkout: its data pipeline side by side "
+                   "(bench_official.py's item 3 on the same images: official fetch_sample and DataLoader, ours; "
+                   "interleaved; needs the official code's dependencies, see benchmarks/official_venv.sh)")
+    p.add_argument("--official-reps", type=int, default=3, help="interleaved repetitions of the --official-src rows")
     args = p.parse_args(argv)
+    official = None
+    if args.official_src is not None:  # load it first: a wrong path fails in one line before any timing
+        import official_harness as H
+        try:
+            official = H.load_official(args.official_src)
+        except (ValueError, H.OfficialUnavailable) as e:
+            msg = str(e)
+            p.exit(2, f"error: --{msg}\n" if msg.startswith("official-src:") else
+                   f"error: --official-src {args.official_src}: {msg}\n")
     if args.quick:
         args.num_images, args.batch, args.steps, args.warmup = 24, 8, 2, 1
     providers = [s.strip() for s in args.providers.split(",") if s.strip()]
@@ -220,6 +247,7 @@ def main(argv=None):
             cfg = BenchConfig(prov, args.preset, args.size, args.batch, args.threads)
             rows.append(run(cfg, source, args.warmup, args.steps, args.threads, args.py_workers))
         parts = breakdown(source, args.preset, args.size, pairs=min(64, 4 * args.batch)) if args.breakdown else []
+        side_by_side = official_rows(official, root, args) if official is not None else []
     rows.append({"provider": "reference (official CPU pipeline, per core)", "pairs_per_s": REFERENCE_PAIRS_PER_CORE,
                  "images_per_s": 2 * REFERENCE_PAIRS_PER_CORE, "threads": 1,
                  "pairs_per_s_per_core": REFERENCE_PAIRS_PER_CORE, "vs_reference_per_core": 1.0})
@@ -228,6 +256,10 @@ def main(argv=None):
     bench.print_table(rows, cols, title="pair loader throughput (full augmentation preset + PixTrace paths)")
     if args.breakdown:
         bench.print_table(parts, ["part", "cpu_ms"], title="torch executor: CPU ms per pair by part (one core)")
+    if side_by_side:
+        bench.print_table(side_by_side, ["provider", "cores", "pairs_per_s_per_core", "per_core_min", "per_core_max",
+                                         "vs_official_per_core", "pairs_per_cpu_s", "vs_official_per_cpu_s"],
+                          title="side by side with the official pipeline (same images, interleaved)")
     bench.write_jsonl("loader", [r for r in rows if r["provider"] == "dali-gpu"])
 
 

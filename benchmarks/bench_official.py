@@ -193,7 +193,8 @@ def bench_loaders(off, args, root: Path) -> list[dict]:
         pps = [n / (t / 1e3) for t in times[name]]
         s = per_core[name]
         # pairs per CPU-second of this process: only for in-process providers (worker processes are not counted)
-        per_cpu_s = n / (statistics.median(cpu[name]) / 1e3) if cores == 1 else None
+        in_process = cores == 1 and "workers" not in name  # a 1-worker DataLoader works in another process
+        per_cpu_s = n / (statistics.median(cpu[name]) / 1e3) if in_process else None
         cpu_base = cpu_base or (per_cpu_s if name.startswith("official") else None)
         base = bases.get(cores)
         rows.append({"item": "3 loader", "provider": name, "cores": cores, "size": args.size,

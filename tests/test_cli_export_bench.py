@@ -73,3 +73,17 @@ def test_bench_finds_the_repository_benchmarks():
     folder = benchmarks_dir()  # editable install: <repo>/benchmarks
     assert (folder / "bench_copynce.py").is_file()
     assert set(SCRIPTS) >= {"copynce", "overlap", "models", "loader", "eval", "dense", "train"}
+
+
+def test_bench_loader_names_a_wrong_official_src(tmp_path):
+    # --official-src is checked before any timing: one line naming the flag, exit 2, no traceback
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_loader.py"
+    r = subprocess.run([sys.executable, str(script), "--quick", "--official-src", str(tmp_path)],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: --official-src") and "Traceback" not in r.stderr
