@@ -36,9 +36,6 @@ _NOISE = np.clip(np.rint((np.random.default_rng(12345).standard_normal((512, 512
 _CPP = _cpp.photometric  # the C++ helpers, or None (composite_torch runs); tests set it to None to compare
 
 
-@lru_cache(maxsize=32)
-
-
 def bezier(points, num: int = 0) -> np.ndarray:
     """Points [num, 2] on the Bezier curve with control points [K, 2] (Bernstein form, float64)."""
     p = np.asarray(points, dtype=np.float64)
@@ -116,12 +113,6 @@ def _bbox(occ: Occluder) -> tuple[int, int, int, int]:
     return occ.left, occ.top, occ.left + max(1, occ.width), occ.top + max(1, occ.size)
 
 
-@lru_cache(maxsize=64)
-def _font(px: int):
-    """default_font(px), loaded once per size per process (loading parses the embedded font: ~0.1 ms a text)."""
-    return default_font(px)
-
-
 @lru_cache(maxsize=128)
 def render_occluder(occ: Occluder, out_hw: tuple[int, int]) -> Layer:
     """The occluder as an RGBA Layer (a patch around it) in the out_hw frame; cached (the mask reuses it).
@@ -137,7 +128,7 @@ def render_occluder(occ: Occluder, out_hw: tuple[int, int]) -> Layer:
     layer = Image.new("RGBA", (x1 - x0, y1 - y0), (0, 0, 0, 0))
     draw = ImageDraw.Draw(layer)
     if occ.kind == "text":
-        draw.text((occ.left - x0, occ.top - y0), occ.text, font=_font(occ.size), fill=tuple(occ.colour) + (255,))
+        draw.text((occ.left - x0, occ.top - y0), occ.text, font=default_font(occ.size), fill=tuple(occ.colour) + (255,))
     elif occ.kind == "emoji":
         _glyph(draw, occ.left - x0, occ.top - y0, max(2, occ.size), occ.colour, occ.seed % 4)
     elif occ.kind == "smear":

@@ -45,9 +45,8 @@ _YIQ = np.array([[0.299, 0.587, 0.114], [0.596, -0.274, -0.322], [0.211, -0.523,
 _YIQ_INV = np.linalg.inv(_YIQ)  # once, not per hue op (the same float64 values)
 _GREY_ROWS = np.outer(np.ones(3), _GREY)  # every output channel takes the ITU-R 601 grey
 _SEPIA = np.array([[0.393, 0.769, 0.189], [0.349, 0.686, 0.168], [0.272, 0.534, 0.131]])
-
-
 _EYE = np.eye(3)  # read only: every use makes a new array
+_CPP = _cpp.photometric  # the C++ helpers, or None (the torch code runs); tests set it to None to compare
 
 
 def _affine(m: np.ndarray, t=(0.0, 0.0, 0.0)) -> np.ndarray:
@@ -86,7 +85,7 @@ def colour_matrix(op: PhotoOp) -> np.ndarray:
     if op.kind == "grayscale":
         return _affine(_GREY_ROWS)
     if op.kind == "invert":
-        return _affine(-np.eye(3), [255.0] * 3)
+        return _affine(-_EYE, 255.0)
     if op.kind == "sepia":
         return _affine(_SEPIA)
     if op.kind == "channel_shuffle":
@@ -197,9 +196,6 @@ def _jpeg(img: torch.Tensor, quality: int) -> torch.Tensor:
     if out.mode != "RGB":
         out = out.convert("RGB")
     return torch.from_numpy(np.stack([np.asarray(p) for p in out.split()]))
-
-
-_CPP = _cpp.photometric  # the C++ helpers, or None (the torch code runs); tests set it to None to compare
 
 
 def _planar(img: torch.Tensor) -> np.ndarray:
