@@ -11,7 +11,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from copynce_fast.pixtrace.view import SNAP, View
+from copynce_fast.pixtrace.view import SNAP, View, path_steps
 
 __all__ = ["PackedPaths", "pack_paths", "pack_pairs", "map_pixels", "correspondence_map"]
 
@@ -68,14 +68,6 @@ class PackedPaths:
 
 
 
-def _steps(src: View, dst: View) -> tuple[list, list]:
-    """The matrices and canvases of ``trace_path(src, dst)`` as lists (no TracePath, no per-pair arrays)."""
-    back = src.stages[::-1]
-    mats = [st.inverse for st in back] + [st.matrix for st in dst.stages]
-    canv = [st.in_hw for st in back] + [st.out_hw for st in dst.stages]
-    return mats, canv
-
-
 def _occluders(views: Sequence[View], hw) -> torch.Tensor | None:
     """[B, H, W] bool of the views' occluder masks (False for a view without one), or None if none has one."""
     if all(v.occluder is None for v in views):
@@ -87,35 +79,29 @@ def _occluders(views: Sequence[View], hw) -> torch.Tensor | None:
     return torch.from_numpy(out)
 
 
-def _checked_sizes(src_views: Sequence[View], dst_views: Sequence[View]) -> tuple[tuple, tuple]:
-    """(src_hw, dst_hw) of a batch of view pairs; raises ValueError as trace_path and pack_paths always did."""
+def _steps(src_views: Sequence[View], dst_views: Sequence[View]) -> list[tuple[list, list]]:
+    """``path_steps`` of each pair of a batch, after the checks trace_path and pack_paths always made."""
     if len(src_views) != len(dst_views) or not src_views:
         raise ValueError(f"dst_views: expected {len(src_views)} views to pair with src_views, got {len(dst_views)}")
-    for s, d in zip(src_views, dst_views):
-        if s.source_hw != d.source_hw:  # trace_path's check and message
-            raise ValueError(f"dst: views of different originals (source_hw {s.source_hw} vs {d.source_hw})")
+    steps = [path_steps(s, d) for s, d in zip(src_views, dst_views)]  # raises for different originals
     src_hw, dst_hw = src_views[0].out_hw, dst_views[0].out_hw
     for b, (s, d) in enumerate(zip(src_views, dst_views)):
         if s.out_hw != src_hw or d.out_hw != dst_hw:
             raise ValueError(f"src_views/dst_views: pair {b} has sizes {s.out_hw}->{d.out_hw}, "
                              f"expected {src_hw}->{dst_hw} like pair 0")
-    return src_hw, dst_hw
+    return steps
 
 
-def _packed(src_views, dst_views, dtype, src_occluder, dst_occluder) -> PackedPaths:
-    """The paths of checked view pairs (see pack_paths), with the occluder stacks given."""
-    src_hw, dst_hw = src_views[0].out_hw, dst_views[0].out_hw
-    mats, canv, lengths = [], [], []
-    for s, d in zip(src_views, dst_views):
-        m, c = _steps(s, d)
-        mats += m
-        canv += c
-        lengths.append(len(m))
-    num = len(src_views)
-    steps = max(1, max(lengths))  # a pair without stages is one identity step on its (only) canvas = dst_hw
-    matrices = np.empty((num, steps, 3, 3))
+def _packed(steps, src_hw, dst_hw, dtype, src_occluder, dst_occluder) -> PackedPaths:
+    """The paths of a batch from its checked ``_steps`` (see pack_paths), with the occluder stacks given."""
+    mats = [m for pair_mats, _ in steps for m in pair_mats]
+    canv = [c for _, pair_canv in steps for c in pair_canv]
+    lengths = [len(pair_mats) for pair_mats, _ in steps]
+    num = len(steps)
+    steps_max = max(1, max(lengths))  # a pair without stages is one identity step on its (only) canvas = dst_hw
+    matrices = np.empty((num, steps_max, 3, 3))
     matrices[:] = np.eye(3)
-    canvases = np.empty((num, steps, 2), dtype=np.int32)
+    canvases = np.empty((num, steps_max, 2), dtype=np.int32)
     canvases[:] = dst_hw
     if mats:
         lengths = np.asarray(lengths)
@@ -133,8 +119,9 @@ def pack_paths(src_views: Sequence[View], dst_views: Sequence[View], dtype=torch
     The paths are :func:`~copynce_fast.pixtrace.view.trace_path`'s, padded with identity steps on the destination
     canvas (``TracePath.padded``), gathered into one array per field with a single stack and scatter.
     """
-    src_hw, dst_hw = _checked_sizes(src_views, dst_views)
-    return _packed(src_views, dst_views, dtype, _occluders(src_views, src_hw), _occluders(dst_views, dst_hw))
+    steps = _steps(src_views, dst_views)
+    src_hw, dst_hw = src_views[0].out_hw, dst_views[0].out_hw
+    return _packed(steps, src_hw, dst_hw, dtype, _occluders(src_views, src_hw), _occluders(dst_views, dst_hw))
 
 
 def pack_pairs(query_views: Sequence[View], reference_views: Sequence[View],
@@ -143,10 +130,10 @@ def pack_pairs(query_views: Sequence[View], reference_views: Sequence[View],
 
     Each side's occluder stack is made once and shared by both directions (the same tensor, read only).
     """
-    q_hw, r_hw = _checked_sizes(query_views, reference_views)
+    qr, rq = _steps(query_views, reference_views), _steps(reference_views, query_views)
+    q_hw, r_hw = query_views[0].out_hw, reference_views[0].out_hw
     q_occ, r_occ = _occluders(query_views, q_hw), _occluders(reference_views, r_hw)
-    return (_packed(query_views, reference_views, dtype, q_occ, r_occ),
-            _packed(reference_views, query_views, dtype, r_occ, q_occ))
+    return _packed(qr, q_hw, r_hw, dtype, q_occ, r_occ), _packed(rq, r_hw, q_hw, dtype, r_occ, q_occ)
 
 
 def _snap_floor(v: torch.Tensor) -> torch.Tensor:

@@ -12,7 +12,7 @@ import numpy as np
 
 from copynce_fast.pixtrace.stages import Stage, _check_hw, fill_inverses
 
-__all__ = ["View", "TracePath", "trace_path", "SNAP"]
+__all__ = ["View", "TracePath", "trace_path", "path_steps", "SNAP"]
 
 # Points are snapped to 1/SNAP px before any floor / inside test, so results do not depend on float precision.
 SNAP = 256.0
@@ -160,21 +160,24 @@ def _mask_lookup(mask: np.ndarray, xy: np.ndarray, valid=None) -> np.ndarray:
     return free
 
 
+def path_steps(src: View, dst: View) -> tuple[list, list]:
+    """The steps of ``trace_path(src, dst)`` as lists: (matrices [3, 3] float64, canvases (H, W)); empty when
+    neither view has a stage. Raises ValueError when the views are of different originals."""
+    if src.source_hw != dst.source_hw:
+        raise ValueError(f"dst: views of different originals (source_hw {src.source_hw} vs {dst.source_hw})")
+    back = src.stages[::-1]  # back to the original: each step lands in that stage's input canvas
+    mats = [st.inverse for st in back] + [st.matrix for st in dst.stages]
+    canv = [st.in_hw for st in back] + [st.out_hw for st in dst.stages]  # forward into dst: output canvases
+    return mats, canv
+
+
 def trace_path(src: View, dst: View) -> TracePath:
     """The steps from view ``src`` back to the original and forward into view ``dst``.
 
     Both views must be views of the same original (same ``source_hw``). ``trace_path(q, r)`` gives q->r
     correspondences, ``trace_path(r, q)`` r->q, and two copies of one original give copy<->copy.
     """
-    if src.source_hw != dst.source_hw:
-        raise ValueError(f"dst: views of different originals (source_hw {src.source_hw} vs {dst.source_hw})")
-    mats, canv = [], []
-    for st in reversed(src.stages):  # back to the original: each step lands in that stage's input canvas
-        mats.append(st.inverse)
-        canv.append(st.in_hw)
-    for st in dst.stages:  # forward into dst: each step lands in that stage's output canvas
-        mats.append(st.matrix)
-        canv.append(st.out_hw)
+    mats, canv = path_steps(src, dst)
     if not mats:
         mats, canv = [np.eye(3)], [src.source_hw]
     return TracePath(np.stack(mats), np.array(canv, dtype=np.int64), src.out_hw, dst.out_hw)
