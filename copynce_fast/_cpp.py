@@ -159,7 +159,7 @@ else:
     compose_dense = compose_dense_py
     patch_overlap = patch_overlap_py
 
-# ---- part P (issue 12): photometric ops on planar uint8 images (csrc/photometric.h) ----
+# ---- photometric ops on planar uint8 images (csrc/photometric.h) ----
 # ``photometric`` is the extension module when it has the five helpers (colour_ops, gaussian_blur, edge_enhance,
 # resize_antialias, composite_rgba), else None. They have no numpy twin here: their reference and fallback are the
 # torch implementations in copynce_fast.data.photometric (apply_photo_op_torch) and data.occluders
@@ -168,7 +168,7 @@ HAS_PHOTOMETRIC: bool = _C is not None and all(
     hasattr(_C, f) for f in ("colour_ops", "gaussian_blur", "edge_enhance", "resize_antialias", "composite_rgba"))
 photometric = _C if HAS_PHOTOMETRIC else None
 
-# ---- part W (issue 12): view warps (csrc/warp.h) ----
+# ---- view warps (csrc/warp.h) ----
 # ``render_view`` draws one view's geometry in one pass (maps, canvas tests, nearest / bilinear samples, the
 # overlay blend, the uint8 rounding) when the extension has it, else None. It has no numpy twin: its reference and
 # fallback is the torch executor itself (copynce_fast.data.executor_torch._render_layers with impl="torch"),

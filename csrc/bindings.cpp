@@ -16,7 +16,7 @@
 #include "dense_maps.h"
 #include "overlap.h"
 #include "photometric.h"
-#include "warp.h"  // part W
+#include "warp.h"
 
 namespace py = pybind11;
 
@@ -146,7 +146,7 @@ void def_overlap(py::module_& m) {
         py::arg("dst_occluder").noconvert() = py::none(), py::arg("num_threads") = 1);
 }
 
-// ---- part P (issue 12): photometric ops on planar uint8 images [C, H, W] (csrc/photometric.h) ----
+// ---- photometric ops on planar uint8 images [C, H, W] (csrc/photometric.h) ----
 using U8 = CArray<uint8_t>;
 
 void check_planar(const U8& img, const char* name, bool rgb) {
@@ -250,9 +250,9 @@ void def_photometric(py::module_& m) {
         "composite_rgba(img [3,H,W] uint8 (written), rgba [h,w,4] uint8, top, left): straight-alpha over, in place.",
         py::arg("img").noconvert(), py::arg("rgba").noconvert(), py::arg("top"), py::arg("left"));
 }
-// ---- end of part P ----
+// ---- end of photometric ops ----
 
-// ---- part W of issue 12: view warps (csrc/warp.h), the fused twin of executor_torch._render_layers ----
+// ---- view warps (csrc/warp.h), the fused twin of executor_torch._render_layers ----
 // image / other: [C, H, W] uint8 of any strides (a torch tensor's .numpy(): an HWC buffer is read in place);
 // matrices [3, 3] float64; tests [n, 3, 3] float64 with test_hw [n, 2] int64: the first num_copy are P, the next
 // num_shared are Q, then the cover test C when there is an overlay.
@@ -337,7 +337,7 @@ void def_warp(py::module_& m) {
         py::arg("tests").noconvert(), py::arg("test_hw").noconvert(), py::arg("num_copy"), py::arg("num_shared"),
         py::arg("weights"));
 }
-// ---- end of part W ----
+// ---- end of view warps ----
 
 }  // namespace
 
@@ -356,9 +356,9 @@ PYBIND11_MODULE(_C, m) {
   def_overlap<float>(m);
   def_overlap<double>(m);
 
-  // Photometric ops of the torch executor (csrc/photometric.h; part P of issue 12).
+  // Photometric ops of the torch executor (csrc/photometric.h).
   def_photometric(m);
 
-  // View warps of the torch executor (csrc/warp.h; part W of issue 12).
+  // View warps of the torch executor (csrc/warp.h).
   def_warp(m);
 }
