@@ -234,3 +234,37 @@ def test_non_uint8_images_take_the_torch_path():
     assert out.dtype == torch.float32 and 0 < out.max() <= 1  # unrounded floats: the torch path drew it
     with pytest.raises(ValueError, match="impl"):
         render_geometry(plan, ramp, impl="cpp")
+
+
+@needs_warp
+@pytest.mark.parametrize("hw", [(40, 53), (7, 2), (5, 1), (1, 9)])
+def test_bilinear_paired_and_four_tap_layouts_agree(hw):
+    # A planar image (adjacent columns: each row's two taps read as one pair, csrc/warp.cpp BilinearTaps) and the
+    # same pixels as an HWC view (four separate taps) must give the same bytes: the pair layout moves the inside tap
+    # of a border column into another slot, which must not change the sum. Maps reach past every border (x0 = -1
+    # and x0 = W - 1), rotate, mirror and look through a perspective.
+    rng = np.random.default_rng(hw[0] * 100 + hw[1])
+    hwc = rng.integers(0, 256, (*hw, 3), dtype=np.uint8)
+    planar = np.ascontiguousarray(hwc.transpose(2, 0, 1))
+    strided = hwc.transpose(2, 0, 1)
+    assert planar.strides[2] == 1 and strided.strides[2] == 3
+    no_tests = (np.zeros((0, 3, 3)), np.zeros((0, 2), dtype=np.int64))
+    h, w = hw
+    out = (37, 41)  # not a multiple of 4: the 4-column steps and the one-column tail
+    maps = [np.array([[(w + 3) / out[1], 0, -1.5], [0, (h + 3) / out[0], -1.5], [0, 0, 1]]),
+            np.array([[-(w + 2) / out[1], 0, w + 1], [0, (h + 2) / out[0], -1], [0, 0, 1]])]
+    for _ in range(12):
+        a = rng.uniform(0, 2 * np.pi)
+        s = rng.uniform(0.3, 1.5) * max(h, w) / min(out)
+        m = np.array([[s * np.cos(a), -s * np.sin(a), rng.uniform(-2, w + 2)],
+                      [s * np.sin(a), s * np.cos(a), rng.uniform(-2, h + 2)], [0, 0, 1]])
+        if rng.random() < 0.4:
+            m[2, :2] = rng.uniform(-2e-3, 2e-3, 2)
+        maps.append(m)
+    sampled = 0
+    for m in maps:
+        got = [_cpp.render_view(*out, img, np.ascontiguousarray(m), True, None, None, False, *no_tests, 0, 0,
+                                [1.0, 0.0, 0.0, 0.0]) for img in (planar, strided)]
+        assert np.array_equal(got[0], got[1])
+        sampled += int(got[0].any())
+    assert sampled >= len(maps) // 2  # most maps see the image
