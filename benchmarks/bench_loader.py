@@ -113,7 +113,7 @@ def run(cfg: BenchConfig, source, warmup: int, steps: int, workers: int, py_work
 
 
 def breakdown(source, preset_name: str, size: int, pairs: int = 64) -> list[dict]:
-    """CPU ms per torch-executor pair by part (one core, this process), and the JPEG decode alone."""
+    """CPU ms per torch-executor pair by part (one core, this process), and the JPEG decode and header read alone."""
     from copynce_fast.data import PairKey
     from copynce_fast.data.batch import collate_pairs
     from copynce_fast.data.executor_torch import _render_layers, render_plan, to_tensor_image
@@ -168,7 +168,7 @@ def breakdown(source, preset_name: str, size: int, pairs: int = 64) -> list[dict
         t["collate + PixTrace paths (per pair)"]
     files = sorted({i for n in timed[2] for i in n})
     raw = [source.read_bytes(i) for i in files]
-    from copynce_fast.data.decode import decode_bytes
+    from copynce_fast.data.decode import DecodeLimits, _pil_header, decode_bytes, read_header
 
     def per_image(decode) -> float:
         t0 = time.process_time()
@@ -179,6 +179,10 @@ def breakdown(source, preset_name: str, size: int, pairs: int = 64) -> list[dict
 
     t["JPEG decode alone, per image"] = per_image(decode_bytes)
     t["PIL open + load alone, per image (pixels left in PIL)"] = per_image(lambda b: Image.open(io.BytesIO(b)).load())
+    # A source reads each header once per worker, the first time it meets the image: once per image in a real epoch.
+    t["header read, per image (first sight)"] = per_image(read_header)
+    t["header read by PIL alone, per image (before the marker reader)"] = per_image(
+        lambda b: _pil_header(b, DecodeLimits()))
     return [{"part": k, "cpu_ms": v} for k, v in t.items()]
 
 
