@@ -15,7 +15,8 @@ from __future__ import annotations
 import numpy as np
 
 __all__ = ["HAS_CPP", "invert_dense", "compose_dense", "patch_overlap", "invert_dense_py", "compose_dense_py",
-           "patch_overlap_py", "HAS_PHOTOMETRIC", "photometric", "HAS_WARP", "render_view"]
+           "patch_overlap_py", "HAS_PHOTOMETRIC", "photometric", "HAS_WARP", "render_view", "HAS_RESIZE",
+           "resize_bilinear_aa"]
 
 _TWO_63 = 2.0**63  # exactly representable in float32 and float64
 
@@ -175,3 +176,11 @@ photometric = _C if HAS_PHOTOMETRIC else None
 # bit-equal with nearest layers and within one grey level with bilinear ones (tests/test_data_warp_cpp.py).
 HAS_WARP: bool = _C is not None and hasattr(_C, "render_view")
 render_view = _C.render_view if HAS_WARP else None
+
+# ---- antialiased uint8 resize (csrc/resize.h) ----
+# ``resize_bilinear_aa`` resizes a box of a uint8 [C, H, W] image (any strides, C in 1..4) exactly as torch's
+# F.interpolate(mode="bilinear", antialias=True) does on uint8, when the extension has it, else None. Its reference
+# and fallback is torch itself (copynce_fast.data.resize.resize_antialiased with impl="torch"), bit-equal
+# (tests/test_data_resize_cpp.py).
+HAS_RESIZE: bool = _C is not None and hasattr(_C, "resize_bilinear_aa")
+resize_bilinear_aa = _C.resize_bilinear_aa if HAS_RESIZE else None

@@ -16,6 +16,7 @@
 #include "dense_maps.h"
 #include "overlap.h"
 #include "photometric.h"
+#include "resize.h"
 #include "warp.h"
 
 namespace py = pybind11;
@@ -339,6 +340,57 @@ void def_warp(py::module_& m) {
 }
 // ---- end of view warps ----
 
+// ---- antialiased uint8 resize (csrc/resize.h), the twin of F.interpolate(bilinear, antialias=True) on uint8 ----
+// image: [C, H, W] uint8 of any non-negative strides (an HWC buffer's .numpy() view is read in place). Returns
+// [C, out_h, out_w]: a view of a new [out_h, out_w, C] array when channels_last (torch's layout for a channels-last
+// input), else a C-contiguous array.
+py::array resize_bilinear_aa_np(const StridedU8& image, int64_t top, int64_t left, int64_t height, int64_t width,
+                                int64_t out_h, int64_t out_w, bool channels_last, bool simd) {
+  if (image.ndim() != 3) throw py::value_error("image: expected a [C, H, W] uint8 array");
+  copynce::ResizeImage src;
+  src.data = image.data();
+  src.channels = image.shape(0);
+  src.height = image.shape(1);
+  src.width = image.shape(2);
+  src.stride_c = image.strides(0);  // bytes = elements for uint8
+  src.stride_y = image.strides(1);
+  src.stride_x = image.strides(2);
+  if (src.stride_c < 0 || src.stride_y < 0 || src.stride_x < 0) {
+    throw py::value_error("image: expected non-negative strides");
+  }
+  if (src.channels < 1 || src.channels > 4 || src.height < 1 || src.width < 1) {
+    throw py::value_error("image: expected 1 to 4 channels and a non-empty image");
+  }
+  src.extent = 1 + (src.channels - 1) * src.stride_c + (src.height - 1) * src.stride_y + (src.width - 1) * src.stride_x;
+  if (out_h < 1 || out_w < 1) throw py::value_error("out_hw: expected positive sizes");
+  if (height < 1 || width < 1 || top < 0 || left < 0 || top + height > src.height || left + width > src.width) {
+    throw py::value_error("box: expected a non-empty box inside the image");
+  }
+  const int64_t c = src.channels;
+  CArray<uint8_t> out = channels_last ? CArray<uint8_t>({out_h, out_w, c}) : CArray<uint8_t>({c, out_h, out_w});
+  uint8_t* dst = out.mutable_data();
+  try {
+    py::gil_scoped_release nogil;
+    copynce::resize_bilinear_aa_u8(src, top, left, height, width, out_h, out_w, dst, channels_last, simd);
+  } catch (const std::invalid_argument& e) {
+    throw py::value_error(e.what());
+  }
+  if (!channels_last) return std::move(out);
+  return out.attr("transpose")(2, 0, 1).cast<py::array>();
+}
+
+void def_resize(py::module_& m) {
+  m.def("resize_bilinear_aa", &resize_bilinear_aa_np,
+        "resize_bilinear_aa(image [C,H,W] uint8 any strides, top, left, height, width, out_h, out_w,\n"
+        "channels_last=True, simd=True) -> [C, out_h, out_w] uint8: the box resized exactly as torch's\n"
+        "F.interpolate(mode='bilinear', antialias=True, align_corners=False) on uint8 (csrc/resize.h); C in 1..4.\n"
+        "channels_last: the result is a view of an [out_h, out_w, C] array; simd=False: the scalar path.",
+        py::arg("image").noconvert(), py::arg("top"), py::arg("left"), py::arg("height"), py::arg("width"),
+        py::arg("out_h"), py::arg("out_w"), py::arg("channels_last") = true, py::arg("simd") = true);
+  m.def("resize_has_avx2", &copynce::resize_has_avx2, "True when resize_bilinear_aa's AVX2 path runs here.");
+}
+// ---- end of antialiased uint8 resize ----
+
 }  // namespace
 
 PYBIND11_MODULE(_C, m) {
@@ -361,4 +413,7 @@ PYBIND11_MODULE(_C, m) {
 
   // View warps of the torch executor (csrc/warp.h).
   def_warp(m);
+
+  // Antialiased uint8 resize of the executors' box and pre-shrink layers (csrc/resize.h).
+  def_resize(m);
 }

@@ -25,6 +25,7 @@ import numpy as np
 import torch
 
 from copynce_fast.data.plan import AugmentPlan
+from copynce_fast.data.resize import resize_antialiased
 from copynce_fast.pixtrace.stages import Stage
 from copynce_fast.pixtrace.view import SNAP
 
@@ -219,28 +220,30 @@ def antialiased_source(image: torch.Tensor, matrix: np.ndarray, out_hw, antialia
     pixels [3, 3] float64, is_box). Both executors (torch below, C++ in data.warp_cpp) start here.
 
     - A crop + resize (+ flips) whose box has integer corners inside a uint8 image: the box resized to out_hw by
-      ``F.interpolate`` (the same centre-aligned map, antialiased, uint8), copied to a dense channels-last block
-      first, which takes torch's vectorised uint8 path (same pixels, ~0.35 -> 0.2 ms for 300^2 -> 224^2); the
-      matrix is the identity, mirrored on the flipped axes; is_box True.
+      ``data.resize.resize_antialiased`` (the same centre-aligned map, antialiased, uint8: the C++ kernel, read in
+      place, bit-equal to ``F.interpolate``, which is the fallback and the path without antialias); the matrix is
+      the identity, mirrored on the flipped axes; is_box True.
     - Anything else: the image, pre-shrunk by ``prefilter_scale`` when the warp down-scales by more than 1.5x
-      (the reference resizes with PIL's antialiased bicubic; a bare bilinear warp would alias), and the warp
-      composed with that shrink; is_box False.
+      (the reference resizes with PIL's antialiased bicubic; a bare bilinear warp would alias; the same
+      ``resize_antialiased``), and the warp composed with that shrink; is_box False.
     """
     hi, wi = image.shape[1:]
     matrix = np.asarray(matrix, dtype=np.float64)
     box = _axis_aligned_box(matrix, out_hw, (hi, wi)) if image.dtype == torch.uint8 else None
     if box is not None:
         top, left, bottom, right, fy, fx = box
-        crop = image[None, :, top:bottom, left:right].contiguous(memory_format=torch.channels_last)
-        out = torch.nn.functional.interpolate(crop, size=tuple(out_hw), mode="bilinear", antialias=antialias,
-                                              align_corners=False)[0]
+        if antialias:
+            out = resize_antialiased(image, (top, left, bottom - top, right - left), out_hw)
+        else:
+            crop = image[None, :, top:bottom, left:right].contiguous(memory_format=torch.channels_last)
+            out = torch.nn.functional.interpolate(crop, size=tuple(out_hw), mode="bilinear", antialias=False,
+                                                  align_corners=False)[0]
         return out, _flip_matrix(out_hw, fy, fx), True
     s = prefilter_scale(matrix, out_hw) if antialias else 1.0
     if s <= 1.0:
         return image, matrix, False
     nh, nw = max(1, round(hi / s)), max(1, round(wi / s))
-    img = torch.nn.functional.interpolate(image[None], size=(nh, nw), mode="bilinear", antialias=True,
-                                          align_corners=False)[0]
+    img = resize_antialiased(image, None, (nh, nw))
     # Centre-aligned resize: x' = x * nw / wi, so the warp composes with that scale.
     return img, np.diag([nw / wi, nh / hi, 1.0]) @ matrix, False
 
