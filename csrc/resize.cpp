@@ -289,6 +289,41 @@ COPYNCE_AVX2_FN void vertical_row_avx2(const uint8_t* tmp, int64_t pitch, const 
   }
 }
 
+// Planar store of one interleaved RGB row: 16 pixels (48 bytes, three loads) per step; every plane byte k of a
+// step gathers byte 3k + channel of the 48 from whichever load holds it (three shuffles and two ORs per plane).
+COPYNCE_AVX2_FN void deinterleave_rgb_avx2(const uint8_t* row, int64_t width, uint8_t* p0, uint8_t* p1, uint8_t* p2) {
+  alignas(16) int8_t m[3][3][16];  // [channel][load][byte]
+  for (int ch = 0; ch < 3; ++ch) {
+    for (int v = 0; v < 3; ++v) {
+      for (int k = 0; k < 16; ++k) {
+        const int b = 3 * k + ch - 16 * v;
+        m[ch][v][k] = static_cast<int8_t>(b >= 0 && b < 16 ? b : -1);
+      }
+    }
+  }
+  __m128i mk[3][3];
+  for (int ch = 0; ch < 3; ++ch) {
+    for (int v = 0; v < 3; ++v) mk[ch][v] = _mm_load_si128(reinterpret_cast<const __m128i*>(m[ch][v]));
+  }
+  uint8_t* planes[3] = {p0, p1, p2};
+  int64_t x = 0;
+  for (; x + 16 <= width; x += 16) {
+    const __m128i a = _mm_loadu_si128(reinterpret_cast<const __m128i*>(row + 3 * x));
+    const __m128i b = _mm_loadu_si128(reinterpret_cast<const __m128i*>(row + 3 * x + 16));
+    const __m128i c = _mm_loadu_si128(reinterpret_cast<const __m128i*>(row + 3 * x + 32));
+    for (int ch = 0; ch < 3; ++ch) {
+      const __m128i v = _mm_or_si128(_mm_or_si128(_mm_shuffle_epi8(a, mk[ch][0]), _mm_shuffle_epi8(b, mk[ch][1])),
+                                     _mm_shuffle_epi8(c, mk[ch][2]));
+      _mm_storeu_si128(reinterpret_cast<__m128i*>(planes[ch] + x), v);
+    }
+  }
+  for (; x < width; ++x) {
+    p0[x] = row[3 * x];
+    p1[x] = row[3 * x + 1];
+    p2[x] = row[3 * x + 2];
+  }
+}
+
 bool cpu_has_avx2() {
   static const bool has = __builtin_cpu_supports("avx2");
   return has;
@@ -407,11 +442,20 @@ void vertical_row(const uint8_t* tmp, int64_t pitch, const AxisTaps& t, int64_t 
 
 // Row y of the output, given as out_w * C interleaved bytes, into dst.
 void store_row(const uint8_t* row, int64_t y, int64_t channels, int64_t out_h, int64_t out_w, uint8_t* dst,
-               bool channels_last) {
+               bool channels_last, bool simd) {
   if (channels_last) {
     std::memcpy(dst + y * out_w * channels, row, static_cast<size_t>(out_w * channels));
     return;
   }
+#ifdef COPYNCE_RESIZE_AVX2
+  if (simd && channels == 3 && cpu_has_avx2()) {
+    const int64_t plane = out_h * out_w;
+    uint8_t* p0 = dst + y * out_w;
+    deinterleave_rgb_avx2(row, out_w, p0, p0 + plane, p0 + 2 * plane);
+    return;
+  }
+#endif
+  (void)simd;
   for (int64_t c = 0; c < channels; ++c) {
     uint8_t* plane = dst + (c * out_h + y) * out_w;
     for (int64_t x = 0; x < out_w; ++x) plane[x] = row[x * channels + c];
@@ -445,7 +489,7 @@ void resize_bilinear_aa_u8(const ResizeImage& src, int64_t top, int64_t left, in
   if (!do_h && !do_v) {  // torch: output.copy_(input)
     for (int64_t r = 0; r < box_h; ++r) {
       gather_row(src, top, left, r, box_w, static_cast<int>(ch), sc.out_row.data());
-      store_row(sc.out_row.data(), r, ch, out_h, out_w, dst, channels_last);
+      store_row(sc.out_row.data(), r, ch, out_h, out_w, dst, channels_last, simd);
     }
     return;
   }
@@ -459,7 +503,7 @@ void resize_bilinear_aa_u8(const ResizeImage& src, int64_t top, int64_t left, in
     for (int64_t r = 0; r < box_h; ++r) gather_row(src, top, left, r, box_w, static_cast<int>(ch), tmp + r * pitch);
   }
   if (!do_v) {
-    for (int64_t r = 0; r < box_h; ++r) store_row(tmp + r * pitch, r, ch, out_h, out_w, dst, channels_last);
+    for (int64_t r = 0; r < box_h; ++r) store_row(tmp + r * pitch, r, ch, out_h, out_w, dst, channels_last, simd);
     return;
   }
   compute_taps(box_h, out_h, sc.v);
@@ -468,7 +512,7 @@ void resize_bilinear_aa_u8(const ResizeImage& src, int64_t top, int64_t left, in
       vertical_row(tmp, pitch, sc.v, y, nbytes, dst + y * nbytes, simd, sc);
     } else {
       vertical_row(tmp, pitch, sc.v, y, nbytes, sc.out_row.data(), simd, sc);
-      store_row(sc.out_row.data(), y, ch, out_h, out_w, dst, false);
+      store_row(sc.out_row.data(), y, ch, out_h, out_w, dst, false, simd);
     }
   }
 }

@@ -24,7 +24,7 @@ Impl = Literal["auto", "torch", "cpp"]
 def can_resize_cpp(image: torch.Tensor) -> bool:
     """True when the kernel is built and takes ``image``: a CPU uint8 [C, H, W] tensor, C in 1..4, strides >= 0."""
     return (_cpp.HAS_RESIZE and image.dtype == torch.uint8 and image.device.type == "cpu" and image.dim() == 3
-            and 1 <= image.shape[0] <= 4 and all(s >= 0 for s in image.stride()) and not image.requires_grad)
+            and 1 <= image.shape[0] <= 4 and min(image.stride()) >= 0)  # uint8 never requires grad
 
 
 def _torch_picks_channels_last(src: torch.Tensor) -> bool:
@@ -68,14 +68,14 @@ def resize_antialiased(image: torch.Tensor, box: tuple[int, int, int, int] | Non
     top, left, h, w = (0, 0, hi, wi) if box is None else (int(v) for v in box)
     if h < 1 or w < 1 or top < 0 or left < 0 or top + h > hi or left + w > wi:
         raise ValueError(f"box: expected (top, left, height, width) inside the {hi}x{wi} image, got {box}")
-    use_cpp = impl == "cpp" or (impl == "auto" and can_resize_cpp(image))
-    if use_cpp:
-        if not can_resize_cpp(image):
+    if impl != "torch":
+        usable = can_resize_cpp(image)
+        if impl == "cpp" and not usable:
             raise ValueError("impl: 'cpp' needs the built extension (copynce_fast._C) and a CPU uint8 [C, H, W] "
                              "image with 1 to 4 channels")
-        channels_last = box is not None or _torch_picks_channels_last(image[None])
-        out = _cpp.resize_bilinear_aa(image.numpy(), top, left, h, w, oh, ow, channels_last)
-        return torch.from_numpy(out)
+        if usable:
+            channels_last = box is not None or _torch_picks_channels_last(image[None])
+            return torch.from_numpy(_cpp.resize_bilinear_aa(image.numpy(), top, left, h, w, oh, ow, channels_last))
     if box is None:
         src = image[None]
     else:  # a dense channels-last block takes torch's vectorised uint8 path (same pixels as the strided view)
