@@ -12,6 +12,7 @@ import pytest
 from PIL import Image
 
 from copynce_fast.data import decode as dec
+from copynce_fast.data import jpeg_header
 from copynce_fast.data.decode import BadImage, DecodeLimits, decode_bytes, read_header
 from copynce_fast.data.sources import ArraySource, FileSource
 from copynce_fast.data.synthetic import synthetic_images
@@ -108,7 +109,7 @@ def test_source_reads_each_file_once_and_header_once(tmp_path, monkeypatch):
     arrs = [src.decode(i) for i in range(3)]
     assert reads == [0, 1, 2]  # the header read's bytes served the decode
     # plain JPEGs: header read from the markers, pixels by libjpeg-turbo: PIL never opens them
-    assert len(opens) == (0 if dec._PILLOW_RULES else 3) + (0 if dec._simplejpeg is not None else 3)
+    assert len(opens) == (0 if jpeg_header._PILLOW_RULES else 3) + (0 if dec._simplejpeg is not None else 3)
     fresh = FileSource(paths)  # decode without a header read first: same pixels, the header cached after
     assert all(np.array_equal(fresh.decode(i), a) for i, a in enumerate(arrs))
     assert fresh.hw(1) == (40, 60) and fresh._cache()[1].tolist() == [40, 60, -1]  # size known, no header read

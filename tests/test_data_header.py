@@ -14,13 +14,14 @@ import pytest
 from PIL import Image
 
 from copynce_fast.data import decode as dec
+from copynce_fast.data import jpeg_header
 from copynce_fast.data.decode import BadImage, DecodeLimits, Header, decode_bytes, read_header
 from copynce_fast.data.synthetic import synthetic_images
 
 pytestmark = pytest.mark.filterwarnings("ignore")  # PIL warns about the corrupt EXIF blocks on purpose
 IMG = synthetic_images(1, (40, 56), seed=5)[0]
 LIMITS = DecodeLimits()
-taken_here = pytest.mark.skipif(not dec._PILLOW_RULES, reason="the fast reader mirrors Pillow >= 13; PIL reads all")
+taken_here = pytest.mark.skipif(not jpeg_header._PILLOW_RULES, reason="the fast reader mirrors Pillow >= 13; PIL reads all")
 
 
 def _save(arr=IMG, fmt="JPEG", **kw) -> bytes:
