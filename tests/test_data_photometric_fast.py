@@ -1,12 +1,17 @@
 """The torch executor's fast filters against plain convolutions: edge enhance exactly, Gaussian blur to fp32
-rounding (both ran as grouped conv2d before; the fast forms are what the loader's throughput needs)."""
+rounding (both ran as grouped conv2d before; the fast forms are what the loader's throughput needs); the JPEG op
+against PIL's own interleaved encode + decode round trip."""
+import io
 import math
+
+import numpy as np
 
 import pytest
 import torch
 import torch.nn.functional as F
+from PIL import Image
 
-from copynce_fast.data.photometric import _edge_enhance, _gaussian_blur, edge_kernel
+from copynce_fast.data.photometric import _edge_enhance, _gaussian_blur, _jpeg, edge_kernel
 
 
 def image(h=37, w=53, seed=0):
@@ -37,3 +42,18 @@ def test_gaussian_blur_matches_the_convolution(sigma, hw):
     assert got.shape == x.shape
     torch.testing.assert_close(got, y, rtol=0, atol=1e-3)
     assert not torch.equal(got, x)  # it did blur
+
+
+@pytest.mark.parametrize("hw", [(37, 53), (1, 1), (16, 224)])
+@pytest.mark.parametrize("quality", [5, 50, 95])
+def test_jpeg_op_equals_pils_round_trip(hw, quality):
+    # The op encodes with PIL and decodes with the package's decoder (libjpeg-turbo through simplejpeg when
+    # installed): the pixels must be PIL's decode of PIL's encode of the interleaved image, however small.
+    img = image(*hw, seed=quality)
+    buf = io.BytesIO()
+    Image.fromarray(img.permute(1, 2, 0).numpy()).save(buf, "JPEG", quality=quality)
+    want = torch.from_numpy(np.asarray(Image.open(io.BytesIO(buf.getvalue())).convert("RGB"))).permute(2, 0, 1)
+    got = _jpeg(img, quality)
+    assert got.shape == img.shape and got.is_contiguous()
+    assert torch.equal(got, want)
+    assert hw == (1, 1) or not torch.equal(got, img)  # lossy: the comparison is not of the input with itself

@@ -34,6 +34,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from copynce_fast import _cpp
+from copynce_fast.data.decode import DecodeLimits, decode_bytes
 from copynce_fast.data.plan import PhotoOp
 
 __all__ = ["LINEAR_KINDS", "colour_matrix", "compose_colour", "edge_kernel", "gaussian_taps", "shuffle_indices",
@@ -46,6 +47,7 @@ _YIQ_INV = np.linalg.inv(_YIQ)  # once, not per hue op (the same float64 values)
 _GREY_ROWS = np.outer(np.ones(3), _GREY)  # every output channel takes the ITU-R 601 grey
 _SEPIA = np.array([[0.393, 0.769, 0.189], [0.349, 0.686, 0.168], [0.272, 0.534, 0.131]])
 _EYE = np.eye(3)  # read only: every use makes a new array
+_ANY_SIZE = DecodeLimits(min_side=1)  # the JPEG op's own output: any view size decodes
 _CPP = _cpp.photometric  # the C++ helpers, or None (the torch code runs); tests set it to None to compare
 
 
@@ -184,18 +186,15 @@ def _pixelize(img: torch.Tensor, ratio: float, cpp: bool) -> torch.Tensor:
 
 
 def _jpeg(img: torch.Tensor, quality: int) -> torch.Tensor:
-    """img [3, H, W] uint8 through PIL's JPEG encoder and decoder at ``quality``. The planes go in through
-    Image.merge and come back through split: the same pixels as an interleaved [H, W, 3] round trip, fewer copies."""
+    """img [3, H, W] uint8 through PIL's JPEG encoder at ``quality`` and the package's decoder (data.decode: the
+    same libjpeg-turbo pixels as PIL's decoder, 0.12 vs 0.39 ms for 224 x 224 with PIL's split into planes). The
+    planes go in through Image.merge (no interleaved copy)."""
     _, h, w = img.shape
     planes = _planar(img)
     rgb = Image.merge("RGB", [Image.frombuffer("L", (w, h), planes[k], "raw", "L", 0, 1) for k in range(3)])
     buf = io.BytesIO()
     rgb.save(buf, "JPEG", quality=quality)
-    buf.seek(0)
-    out = Image.open(buf)
-    if out.mode != "RGB":
-        out = out.convert("RGB")
-    return torch.from_numpy(np.stack([np.asarray(p) for p in out.split()]))
+    return torch.from_numpy(decode_bytes(buf.getvalue(), _ANY_SIZE)).permute(2, 0, 1).contiguous()
 
 
 def _planar(img: torch.Tensor) -> np.ndarray:
