@@ -3,11 +3,12 @@
 Each occluder renders to an RGBA layer [H, W, 4] uint8 (straight alpha) with PIL -- no network, no font files
 beyond PIL's bundled default font, glyphs drawn procedurally. ``render_occluder_pil`` draws it the plain way
 (ImageDraw on an RGBA canvas: the reference); ``render_occluder`` gives the same bytes with less of PIL's per-call
-glue (on the Pillow versions checked, ``_FAST_DRAW``): text is FreeType's coverage mask coloured in numpy, smears
-draw their joints with PIL's core calls directly, erasing copies whole slices of its noise tile. The same layer is
-composited by every executor, and its alpha gives the occluder's mask: every pixel it touches (alpha > 0), so a
-pixel the occluder changed is always in the mask. ``occluder_mask`` unions the masks PixTrace should know about,
-and ``traced_view`` is the view PixTrace traces a plan with (its geometry plus that mask).
+glue (on the Pillow versions checked, ``_FAST_DRAW``): text is FreeType's coverage mask, assembled from cached glyph
+bitmaps (data.glyphs), coloured in numpy, smears draw their joints with PIL's core calls directly, erasing copies
+whole slices of its noise tile. The same layer is composited by every executor, and its alpha gives the occluder's
+mask: every pixel it touches (alpha > 0), so a pixel the occluder changed is always in the mask. ``occluder_mask``
+unions the masks PixTrace should know about, and ``traced_view`` is the view PixTrace traces a plan with (its
+geometry plus that mask).
 """
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ from PIL import __version__ as _pillow_version
 from copynce_fast import _cpp
 from copynce_fast.data.batch import IMAGENET_MEAN, IMAGENET_STD
 from copynce_fast.data.geometry import canvas_mask, layer_geometry
+from copynce_fast.data.glyphs import text_mask
 from copynce_fast.data.photometric import shuffle_indices
 from copynce_fast.data.plan import AugmentPlan, Occluder, PhotoOp
 from copynce_fast.pixtrace.view import View
@@ -224,15 +226,14 @@ def _ink_table(lut: np.ndarray, opacity: float) -> np.ndarray:
 
 def _text_layer(occ: Occluder, out_hw, box) -> Layer:
     """draw.text on a transparent RGBA canvas without the canvas: FreeType's coverage mask m (getmask2, called as
-    ImageDraw.text calls it) placed at its offset and clipped as draw_bitmap clips it. Pillow 13's fill_mask_L on
-    an RGBA pixel of alpha 0 writes the ink's colour wherever m > 0 (its colour mask becomes 255) and alpha
-    DIV255(255 m) = m, so the pixel is (colour, m) and (0, 0, 0, 0) where m = 0."""
+    ImageDraw.text calls it; assembled from cached glyphs by glyphs.text_mask, the same bytes) placed at its offset
+    and clipped as draw_bitmap clips it. Pillow 13's fill_mask_L on an RGBA pixel of alpha 0 writes the ink's colour
+    wherever m > 0 (its colour mask becomes 255) and alpha DIV255(255 m) = m, so the pixel is (colour, m) and
+    (0, 0, 0, 0) where m = 0. (The ink plays no part in an "L" mask.)"""
     x0, y0, x1, y1 = box
     r, g, b = (int(c) for c in occ.colour)
-    ink = int.from_bytes(bytes((r, g, b, 255)), "little", signed=True)  # = draw_ink((r, g, b, 255)) on RGBA
-    core, (ox, oy) = default_font(occ.size).getmask2(occ.text, "L", None, None, None, 0, "la", ink, (0.0, 0.0),
-                                                      stroke_filled=True)
-    mw, mh = core.size
+    mask, (ox, oy) = text_mask(occ.size, occ.text)
+    mh, mw = mask.shape
     cx, cy = occ.left - x0 + ox, occ.top - y0 + oy  # the mask's corner on the canvas (may lie outside it)
     sx, sy = max(0, -cx), max(0, -cy)
     ex, ey = min(mw, x1 - x0 - cx), min(mh, y1 - y0 - cy)
@@ -243,7 +244,6 @@ def _text_layer(occ: Occluder, out_hw, box) -> Layer:
         lut[0, :3] = 0
         lut[:, 3] = _RAMP
         table = _ink_table(lut, occ.opacity)
-        mask = np.asarray(Image.Image()._new(core))  # the core image as PIL's Image wraps it (Pillow 13 only)
         out[cy + sy:cy + ey, cx + sx:cx + ex] = table[mask[sy:ey, sx:ex]]
     arr = out.view(np.uint8).reshape(y1 - y0, x1 - x0, 4)
     arr.setflags(write=False)
