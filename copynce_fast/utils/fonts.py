@@ -8,7 +8,7 @@ from PIL import ImageFont
 __all__ = ["default_font"]
 
 
-@lru_cache(maxsize=64)
+@lru_cache(maxsize=256)  # every size the presets draw text at (336 px matcher views reach 75 sizes)
 def default_font(px: int):
     """PIL's bundled scalable font at ``px`` pixels (offline; Pillow >= 10.1), else its fixed bitmap font.
 
