@@ -12,22 +12,20 @@ from PIL import ImageFont
 
 from copynce_fast.data import glyphs, occluders
 from copynce_fast.data.plan import Occluder
-from copynce_fast.data.plan_sampler import _TEXT_CHARS, sample_pair
+from copynce_fast.data.plan_sampler import TEXT_CHARS, sample_pair, text_font_sizes
 from copynce_fast.data.presets import descriptor_preset, matcher_preset
 
-CHARS = "".join(sorted(set(_TEXT_CHARS)))
+CHARS = "".join(sorted(set(TEXT_CHARS)))
 EXTRA = "';\"()[]/\\|_~^%$*+=<>{}`\t\u00e9\u00df\u20ac\u4e2d"  # beyond the presets' alphabet (accents, symbols, CJK)
 PRESET_SIZES = (224, 336, 96, 160)
 
 
 def preset_font_sizes() -> list[int]:
-    """Every font size the descriptor and matcher presets draw text at, at the four training sizes (plan_sampler:
-    fs = max(6, round(frac * size)), frac uniform in text_font_frac)."""
+    """Every font size the descriptor and matcher presets draw text at, at the four training sizes."""
     out = set()
     for size in PRESET_SIZES:
         for preset in (descriptor_preset(size=size), matcher_preset(size=size)):
-            lo, hi = preset.text_font_frac
-            out.update(range(max(6, round(lo * size)), max(6, round(hi * size)) + 1))
+            out.update(text_font_sizes(preset))
     return sorted(out)
 
 
@@ -62,7 +60,7 @@ def test_every_ordered_pair(px):
 
 def test_random_strings():
     rng = np.random.default_rng(12)
-    alphabet = _TEXT_CHARS * 3 + EXTRA  # mostly the presets' characters
+    alphabet = TEXT_CHARS * 3 + EXTRA  # mostly the presets' characters
     for _ in range(3000):
         px = int(rng.choice(FONT_SIZES)) if rng.random() < 0.9 else int(rng.integers(1, 130))
         n = int(rng.integers(1, 26))
@@ -147,3 +145,15 @@ def test_preset_text_occluders_bit_equal(size):
         ref = occluders.render_occluder_pil(occ, hw)
         assert (fast.top, fast.left, fast.out_hw) == (ref.top, ref.left, ref.out_hw), occ
         assert np.array_equal(fast.rgba, ref.rgba), occ
+
+
+@pytest.mark.parametrize("size", PRESET_SIZES)
+def test_text_font_sizes_hold_the_sampled_sizes(size):
+    # text_font_sizes (what benchmarks prefill) restates the sampler's rule: every drawn size lies in it, and the
+    # range is no wider than the rule (its ends are max(6, round(frac * S)) of the config's fractions).
+    sizes = {occ.size for occ, _ in _preset_texts(size, 200)}
+    allowed = set(text_font_sizes(descriptor_preset(size=size))) | set(text_font_sizes(matcher_preset(size=size)))
+    assert sizes and sizes <= allowed
+    lo, hi = descriptor_preset(size=size).text_font_frac
+    assert min(text_font_sizes(descriptor_preset(size=size))) == max(6, round(lo * size))
+    assert max(text_font_sizes(descriptor_preset(size=size))) == max(6, round(hi * size))

@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from copynce_fast.data.pair_of_key import plan_pair
-from copynce_fast.data.plan_sampler import _TEXT_CHARS, PairKey, _pick
+from copynce_fast.data.plan_sampler import TEXT_CHARS, PairKey, _pick
 from copynce_fast.data.presets import descriptor_preset, matcher_preset
 from copynce_fast.data.sources import SkipCounter
 from copynce_fast.pixtrace import View, pack_pairs, trace_path
@@ -93,8 +93,8 @@ def test_pick_is_the_draw_rng_choice_makes(options):
         assert _pick(a, options) == b.choice(options) and a.random() == b.random()  # same value, same stream
     a, b = np.random.default_rng(5), np.random.default_rng(5)
     for n in (1, 7, 12):
-        text = "".join(map(_TEXT_CHARS.__getitem__, a.integers(0, len(_TEXT_CHARS), n, dtype=np.int64).tolist()))
-        assert text == "".join(b.choice(list(_TEXT_CHARS), n))
+        text = "".join(map(TEXT_CHARS.__getitem__, a.integers(0, len(TEXT_CHARS), n, dtype=np.int64).tolist()))
+        assert text == "".join(b.choice(list(TEXT_CHARS), n))
 
 
 def _plans(preset="matcher", n=40):

@@ -30,7 +30,7 @@ from PIL import __version__ as _pillow_version
 
 from copynce_fast.utils.fonts import default_font
 
-__all__ = ["Glyph", "glyph", "text_mask", "text_mask_pil"]
+__all__ = ["Glyph", "glyph", "prefill", "text_mask", "text_mask_pil"]
 
 # The layout and overlap rules above are read from Pillow 13's C source; other versions take getmask2's answer.
 _RULES_CHECKED = int(_pillow_version.split(".")[0]) == 13
@@ -97,6 +97,13 @@ def glyph(px: int, ch: str) -> Glyph | None:
         ink.setflags(write=False)
         ink_x, ink_y = ox + int(cols[0]), oy + int(rows[0])
     return Glyph(ink, ink_x, ink_y, ox, oy, ox + w, oy + h, int(advance64) // 64)
+
+
+def prefill(sizes, chars: str) -> int:
+    """Draw every glyph of ``chars`` at each of ``sizes`` into the cache: what a long-lived loader worker holds after
+    its first few thousand texts (~86 us a glyph, once). Benchmarks call it to time the steady state. Returns how
+    many glyphs the cache holds for them."""
+    return sum(glyph(int(px), ch) is not None for px in sizes for ch in chars)
 
 
 def _over(t: np.ndarray, s: np.ndarray) -> np.ndarray:

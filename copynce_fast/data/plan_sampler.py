@@ -28,9 +28,10 @@ from copynce_fast.data.presets import AugmentConfig
 from copynce_fast.pixtrace import stages as st
 from copynce_fast.pixtrace.view import View
 
-__all__ = ["derive_seed", "random_box", "sample_query_plan", "PairPlan", "sample_pair", "PairKey"]
+__all__ = ["derive_seed", "random_box", "sample_query_plan", "PairPlan", "sample_pair", "PairKey", "TEXT_CHARS",
+           "text_font_sizes"]
 
-_TEXT_CHARS = string.ascii_letters + string.digits + "      !?.,:-#@&"
+TEXT_CHARS = string.ascii_letters + string.digits + "      !?.,:-#@&"  # what text occluders are drawn from
 OtherPicker = Callable[[np.random.Generator], "tuple[int, tuple[int, int]] | None"]
 
 
@@ -38,6 +39,13 @@ def derive_seed(*keys: int) -> int:
     """A 63-bit seed from integer keys (order matters), identical in every process."""
     state = np.random.SeedSequence([int(k) & 0xFFFFFFFFFFFFFFFF for k in keys]).generate_state(2, np.uint64)
     return int(state[0] >> np.uint64(1))
+
+
+def text_font_sizes(cfg: AugmentConfig) -> range:
+    """Every pixel size a text occluder of ``cfg`` can be drawn at (``_aug_ops``'s rule: max(6, round(f S)) for f in
+    ``cfg.text_font_frac``)."""
+    lo, hi = cfg.text_font_frac
+    return range(max(6, round(lo * cfg.size)), max(6, round(hi * cfg.size)) + 1)
 
 
 def _pick(rng, options):
@@ -116,7 +124,7 @@ def _aug_ops(rng, cfg: AugmentConfig, size: int) -> list:
     if rng.random() < cfg.text_p:
         fs = max(6, round(_uniform(rng, cfg.text_font_frac) * size))
         n = int(rng.integers(cfg.text_length[0], cfg.text_length[1] + 1))
-        text = "".join(map(_TEXT_CHARS.__getitem__, rng.integers(0, len(_TEXT_CHARS), n, dtype=np.int64).tolist()))
+        text = "".join(map(TEXT_CHARS.__getitem__, rng.integers(0, len(TEXT_CHARS), n, dtype=np.int64).tolist()))
         top, left = int(rng.integers(0, max(1, size - fs))), int(rng.integers(0, size * 4 // 5))
         ops.append(Occluder("text", top=top, left=left,
                             opacity=_uniform(rng, cfg.text_opacity), colour=colour(), size=fs, text=text))
