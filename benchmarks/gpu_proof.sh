@@ -134,11 +134,18 @@ ENV
 }
 
 t_pip() {
+  # The C++ CPU helpers (_C: the loader's executor and resize, overlap counts) are built when the image can (it
+  # lists pybind11, setuptools and a compiler): the trainer's CPU workers then run the loader as measured on the
+  # CPU. Where the build fails, the package goes in without them (torch fallbacks, same pixels, slower loader).
   if [ "$INSTALL" = 1 ]; then
-    step install 150 "pip install -e . (COPYNCE_NO_EXT=1)" env COPYNCE_NO_EXT=1 "$PY" -m pip install --no-deps \
+    step install 150 "pip install -e . (builds the C++ helpers _C)" "$PY" -m pip install --no-deps \
       --no-build-isolation --no-index -q -e .
+    if ! "$PY" -c "import copynce_fast._C" >> "$OUT/install.log" 2>&1; then
+      step install 120 "pip install -e . (COPYNCE_NO_EXT=1: _C did not build)" env COPYNCE_NO_EXT=1 "$PY" -m pip \
+        install --no-deps --no-build-isolation --no-index -q -e .
+    fi
   else
-    skip install "pip install -e . (COPYNCE_NO_EXT=1)" "skipped: uses the current environment"
+    skip install "pip install -e . (builds the C++ helpers _C)" "skipped: uses the current environment"
   fi
 }
 
