@@ -22,7 +22,7 @@ from copynce_fast.data.batch_samplers import EpochBatchSampler  # noqa: E402
 from copynce_fast.data.photometric import LINEAR_KINDS  # noqa: E402
 from copynce_fast.data.plan import AugmentPlan, Overlay, reference_plan  # noqa: E402
 from copynce_fast.data.presets import matcher_preset, plain_preset  # noqa: E402
-from copynce_fast.data.occluders import traced_view  # noqa: E402
+from copynce_fast.data.occluder_mask import traced_view  # noqa: E402
 from copynce_fast.data.pair_of_key import plan_pair  # noqa: E402
 from copynce_fast.data.plan_sampler import PairPlan, sample_query_plan  # noqa: E402
 from copynce_fast.data.sources import ArraySource, bundled_source, folder_source  # noqa: E402

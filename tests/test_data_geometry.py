@@ -15,7 +15,7 @@ import torch
 from copynce_fast.data.executor_torch import render_geometry, render_plan, to_tensor_image
 from copynce_fast.data.plan import AugmentPlan, Occluder, Overlay
 from copynce_fast.data.presets import plain_preset
-from copynce_fast.data.occluders import occluder_mask, traced_view
+from copynce_fast.data.occluder_mask import occluder_mask, traced_view
 from copynce_fast.data.plan_sampler import sample_query_plan
 from copynce_fast.data.synthetic import check_geometry, coordinate_image, decode_coordinates
 from copynce_fast.pixtrace import View, correspondence_map, pack_paths

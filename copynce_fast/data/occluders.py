@@ -6,9 +6,8 @@ beyond PIL's bundled default font, glyphs drawn procedurally. ``render_occluder_
 glue (on the Pillow versions checked, ``_FAST_DRAW``): text is FreeType's coverage mask, assembled from cached glyph
 bitmaps (data.glyphs), coloured in numpy, smears draw their joints with PIL's core calls directly, erasing copies
 whole slices of its noise tile. The same layer is composited by every executor, and its alpha gives the occluder's
-mask: every pixel it touches (alpha > 0), so a pixel the occluder changed is always in the mask. ``occluder_mask``
-unions the masks PixTrace should know about, and ``traced_view`` is the view PixTrace traces a plan with (its
-geometry plus that mask).
+mask: every pixel it touches (alpha > 0), so a pixel the occluder changed is always in the mask
+(data.occluder_mask).
 """
 from __future__ import annotations
 
@@ -23,15 +22,12 @@ from PIL import __version__ as _pillow_version
 
 from copynce_fast import _cpp
 from copynce_fast.data.batch import IMAGENET_MEAN, IMAGENET_STD
-from copynce_fast.data.geometry import canvas_mask, layer_geometry
 from copynce_fast.data.glyphs import text_mask
-from copynce_fast.data.photometric import shuffle_indices
-from copynce_fast.data.plan import AugmentPlan, Occluder, PhotoOp
-from copynce_fast.pixtrace.view import View
+from copynce_fast.data.plan import Occluder
 from copynce_fast.utils.fonts import default_font
 
 __all__ = ["Layer", "render_occluder", "render_occluder_pil", "merge_layers", "composite", "composite_torch",
-           "occluder_mask", "traced_view", "bezier"]
+           "bezier"]
 
 _MEAN = np.array(IMAGENET_MEAN)
 _STD = np.array(IMAGENET_STD)
@@ -363,41 +359,3 @@ def composite_torch(img: torch.Tensor, layer: Layer) -> torch.Tensor:
     region = img[:, t:t + h, l:l + w].float()
     out[:, t:t + h, l:l + w] = (region * (1 - a) + lay[:3] * a).round().clamp(0, 255).to(torch.uint8)
     return out
-
-
-def occluder_mask(plan: AugmentPlan) -> np.ndarray | None:
-    """Bool [H, W] in the plan's final frame: pixels that show no content of the original, or None if none.
-
-    Union of: occluders with opacity >= ``plan.occluder_opacity`` (every pixel they touch), shuffled pixels
-    (if ``plan.shuffle_is_occluder``), and the region of an "above" overlay with opacity >= the threshold.
-    """
-    hw = plan.out_hw
-    mask = np.zeros(hw, dtype=bool)
-    found = False
-    for op in plan.ops:
-        if isinstance(op, Occluder) and op.opacity >= plan.occluder_opacity:
-            lay = render_occluder(op, hw)
-            ph, pw = lay.rgba.shape[:2]
-            mask[lay.top:lay.top + ph, lay.left:lay.left + pw] |= lay.rgba[..., 3] > 0
-            found = True
-        elif isinstance(op, PhotoOp) and op.kind == "shuffle" and plan.shuffle_is_occluder:
-            idx, _ = shuffle_indices(op.seed, hw[0] * hw[1], float(op.params[0]))
-            mask.reshape(-1)[idx] = True
-            found = True
-    ov = plan.overlay
-    if ov is not None and ov.mode == "above" and ov.alpha >= plan.occluder_opacity:
-        geo = layer_geometry(plan)
-        cover = canvas_mask(geo.cover_test, hw)
-        for t in geo.shared_tests:
-            cover &= canvas_mask(t, hw)
-        mask |= cover.numpy()
-        found = True
-    return mask if found else None
-
-
-def traced_view(plan: AugmentPlan) -> View:
-    """The view PixTrace should trace ``plan`` with: its geometry, plus the occluder mask when
-    ``plan.track_occluders``."""
-    if not plan.track_occluders:
-        return plan.view
-    return plan.view.with_occluder(occluder_mask(plan))

@@ -127,7 +127,7 @@ class AugmentPlan:
         ops: photometric ops and occluders in the order they are applied on the warped image.
         overlay: optional other image composited into the chain.
         group_order: the order the reference groups were drawn in (crop / geo / aug / additional; for logs).
-        track_occluders: mark occluders in the traced view (``occluders.traced_view``; False = the reference
+        track_occluders: mark occluders in the traced view (``occluder_mask.traced_view``; False = the reference
             behaviour).
         occluder_opacity: an occluder or laid-over image with opacity >= this counts as occluding.
         shuffle_is_occluder: shuffled pixels count as occluded.

@@ -22,7 +22,7 @@ from typing import Callable
 
 import numpy as np
 
-from copynce_fast.data.occluders import traced_view
+from copynce_fast.data.occluder_mask import traced_view
 from copynce_fast.data.plan import AugmentPlan, Occluder, Overlay, PhotoOp, null_view, reference_plan
 from copynce_fast.data.presets import AugmentConfig
 from copynce_fast.pixtrace import stages as st
