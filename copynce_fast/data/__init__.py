@@ -4,13 +4,14 @@
 - ``plan``: AugmentPlans as data (geometry as pixtrace stages, photometric ops, overlays, occluders);
   ``plan_sampler``: draws them from seeded generators; ``siblings``: pairs of two disjoint parts of one original;
   ``pair_of_key``: the PairPlan a PairKey names (``plan_pair``, over both samplers).
-- ``geometry``, ``photometric``, ``occluders``: what an executor renders with (composed warps, canvas tests,
-  layer weights; colour ops; occluder layers and the occluder mask / traced view of a plan).
-- ``executor_torch``: the torch executor.
+- ``geometry``, ``photometric``, ``occluders``, ``resize``, ``glyphs``: what an executor renders with (composed
+  warps, canvas tests, layer weights; colour ops; occluder layers; the antialiased resize; text from cached
+  glyphs); ``occluder_mask``: the occluder mask / traced view of a plan.
+- ``executor_torch``: the torch executor (``warp_cpp``: its C++ view warp).
 - ``batch_samplers``: which PairKeys make each batch; ``batch``: the batch dict, collation, ImageNet normalisation.
 - ``torch_loader``: the torch pair dataset / loader; ``dali_loader`` (imported lazily, ``dali_feed`` its host
   side): the DALI loader, CPU and GPU, yielding the same batches.
-- ``sources``: image sources with robust decoding and the one grammar for where images are (``open_source``);
+- ``sources``: image sources with robust decoding (``decode``, ``jpeg_header``) and the one grammar for where images are (``open_source``);
   ``synthetic``: procedural and coordinate images; ``supervised``: known copy pairs for fine-tuning.
 """
 from copynce_fast.data.batch import IMAGENET_MEAN, IMAGENET_STD, collate_pairs, normalise_images, to_device
