@@ -26,14 +26,14 @@ from functools import lru_cache
 
 import numpy as np
 from PIL import Image, ImageFont
-from PIL import __version__ as _pillow_version
 
 from copynce_fast.utils.fonts import default_font
+from copynce_fast.utils.pillow import PILLOW_MAJOR, RULES_READ_FROM
 
 __all__ = ["Glyph", "glyph", "prefill", "text_mask", "text_mask_pil"]
 
 # The layout and overlap rules above are read from Pillow 13's C source; other versions take getmask2's answer.
-_RULES_CHECKED = int(_pillow_version.split(".")[0]) == 13
+_RULES_CHECKED = PILLOW_MAJOR == RULES_READ_FROM
 
 
 @dataclass(frozen=True)

@@ -12,11 +12,12 @@ from __future__ import annotations
 import struct
 
 from PIL import Image
-from PIL import __version__ as _pillow_version
+
+from copynce_fast.utils.pillow import PILLOW_MAJOR, RULES_READ_FROM
 
 __all__ = ["read"]
 
-_PILLOW_RULES = int(_pillow_version.split(".")[0]) >= 13
+_PILLOW_RULES = PILLOW_MAJOR >= RULES_READ_FROM  # older Pillows read odd EXIF differently: PIL reads all there
 
 _SOF_ACCEPTED = (0xC0, 0xC1, 0xC2)  # baseline, extended sequential, progressive (Huffman): what cameras, the web write
 _SKIPPED_SEGMENTS = (0xC4, 0xDD, 0xFE)  # DHT, DRI, COM: PIL reads past them

@@ -18,13 +18,13 @@ from functools import lru_cache
 import numpy as np
 import torch
 from PIL import Image, ImageDraw, ImageFont
-from PIL import __version__ as _pillow_version
 
 from copynce_fast import _cpp
 from copynce_fast.data.batch import IMAGENET_MEAN, IMAGENET_STD
 from copynce_fast.data.glyphs import text_mask
 from copynce_fast.data.plan import Occluder
 from copynce_fast.utils.fonts import default_font
+from copynce_fast.utils.pillow import PILLOW_MAJOR, RULES_READ_FROM
 
 __all__ = ["Layer", "render_occluder", "render_occluder_pil", "merge_layers", "composite", "composite_torch",
            "bezier"]
@@ -40,7 +40,7 @@ _CPP = _cpp.photometric  # the C++ helpers, or None (composite_torch runs); test
 # render_occluder's arithmetic is PIL's for an RGBA canvas that starts transparent, read from Pillow 13's C source
 # (fill_mask_L's alpha-channel rule, draw_bitmap = ImagingFill2) and checked bit for bit against
 # render_occluder_pil (tests/test_data_occluders_fast.py); other Pillow versions draw the plain PIL way.
-_FAST_DRAW = int(_pillow_version.split(".")[0]) == 13
+_FAST_DRAW = PILLOW_MAJOR == RULES_READ_FROM
 _DARK = (20, 20, 20)  # the emoji outline colour
 _RAMP = np.arange(256, dtype=np.uint8)  # a coverage value's alpha at full opacity
 _EMPTY = np.zeros((1, 1, 4), np.uint8)  # the layer of an occluder wholly outside the frame
