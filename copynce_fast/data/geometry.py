@@ -232,12 +232,7 @@ def antialiased_source(image: torch.Tensor, matrix: np.ndarray, out_hw, antialia
     box = _axis_aligned_box(matrix, out_hw, (hi, wi)) if image.dtype == torch.uint8 else None
     if box is not None:
         top, left, bottom, right, fy, fx = box
-        if antialias:
-            out = resize_antialiased(image, (top, left, bottom - top, right - left), out_hw)
-        else:
-            crop = image[None, :, top:bottom, left:right].contiguous(memory_format=torch.channels_last)
-            out = torch.nn.functional.interpolate(crop, size=tuple(out_hw), mode="bilinear", antialias=False,
-                                                  align_corners=False)[0]
+        out = resize_antialiased(image, (top, left, bottom - top, right - left), out_hw, antialias=antialias)
         return out, _flip_matrix(out_hw, fy, fx), True
     s = prefilter_scale(matrix, out_hw) if antialias else 1.0
     if s <= 1.0:

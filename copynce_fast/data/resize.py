@@ -43,7 +43,7 @@ def _torch_picks_channels_last(src: torch.Tensor) -> bool:
 
 
 def resize_antialiased(image: torch.Tensor, box: tuple[int, int, int, int] | None, out_hw,
-                       impl: Impl = "auto") -> torch.Tensor:
+                       impl: Impl = "auto", antialias: bool = True) -> torch.Tensor:
     """The box (top, left, height, width) of ``image`` (None: all of it) resized to ``out_hw`` = (h, w), antialiased
     bilinear with centre-aligned pixels.
 
@@ -53,6 +53,7 @@ def resize_antialiased(image: torch.Tensor, box: tuple[int, int, int, int] | Non
         out_hw: (h, w) positive ints.
         impl: "auto" (the kernel when ``can_resize_cpp(image)``, else torch), "torch" (always torch: the oracle),
             "cpp" (the kernel; ValueError when it cannot take the image).
+        antialias: False gives torch's plain bilinear resize of the same box (torch only: the kernel antialiases).
 
     Returns:
         [C, h, w] in image's dtype: torch's pixels and torch's layout (see the module docstring).
@@ -69,10 +70,10 @@ def resize_antialiased(image: torch.Tensor, box: tuple[int, int, int, int] | Non
     if h < 1 or w < 1 or top < 0 or left < 0 or top + h > hi or left + w > wi:
         raise ValueError(f"box: expected (top, left, height, width) inside the {hi}x{wi} image, got {box}")
     if impl != "torch":
-        usable = can_resize_cpp(image)
+        usable = antialias and can_resize_cpp(image)
         if impl == "cpp" and not usable:
-            raise ValueError("impl: 'cpp' needs the built extension (copynce_fast._C) and a CPU uint8 [C, H, W] "
-                             "image with 1 to 4 channels")
+            raise ValueError("impl: 'cpp' needs the built extension (copynce_fast._C), a CPU uint8 [C, H, W] "
+                             "image with 1 to 4 channels, and antialias=True")
         if usable:
             channels_last = box is not None or _torch_picks_channels_last(image[None])
             return torch.from_numpy(_cpp.resize_bilinear_aa(image.numpy(), top, left, h, w, oh, ow, channels_last))
@@ -80,4 +81,4 @@ def resize_antialiased(image: torch.Tensor, box: tuple[int, int, int, int] | Non
         src = image[None]
     else:  # a dense channels-last block takes torch's vectorised uint8 path (same pixels as the strided view)
         src = image[None, :, top:top + h, left:left + w].contiguous(memory_format=torch.channels_last)
-    return F.interpolate(src, size=(oh, ow), mode="bilinear", antialias=True, align_corners=False)[0]
+    return F.interpolate(src, size=(oh, ow), mode="bilinear", antialias=antialias, align_corners=False)[0]
